@@ -1,0 +1,177 @@
+//! The one OTP check shared by validation, activation and log-in.
+//!
+//! Invariant: a code is accepted only through the store's conditional write, so
+//! an accepted code (and every earlier one) is never accepted again; wrong codes
+//! and replays each count one failure, durably, toward the token lock.
+
+use ichido_otp::{time_step, verify_hotp, verify_totp, Code, HotpVerdict, Key, TotpVerdict};
+
+use super::{state_error, Actor, Ichido};
+use crate::error::DomainError;
+use crate::model::{Token, TokenKind, TokenState};
+use crate::store::{Accept, Acceptance};
+
+/// What the check decided, before it is written.
+enum Verdict {
+    Accepted(Acceptance),
+    Replayed,
+    Wrong,
+}
+
+impl Ichido {
+    /// Parses a code as the contract defines it: 6–8 ASCII digits.
+    pub(crate) fn parse_code(field: &'static str, otp: &str) -> Result<Code, DomainError> {
+        Code::parse(otp).map_err(|_| {
+            DomainError::InvalidRequest(format!("{field} must be a string of 6 to 8 digits"))
+        })
+    }
+
+    /// The HMAC key of a token, opened from its sealed secret.
+    pub(crate) fn token_key(&self, token: &Token) -> Result<Key, DomainError> {
+        let secret = self
+            .master
+            .open(&token.token_id, &token.sealed_secret)
+            .map_err(|e| DomainError::Internal(format!("token {}: {e}", token.token_id)))?;
+        Key::new(token.algorithm, &secret)
+            .map_err(|e| DomainError::Internal(format!("token {}: {e}", token.token_id)))
+    }
+
+    fn decide(&self, token: &Token, key: &Key, code: &Code) -> Verdict {
+        if code.digits() != token.digits {
+            return Verdict::Wrong;
+        }
+        match token.kind {
+            TokenKind::Event => match verify_hotp(
+                key,
+                token.digits,
+                code,
+                token.counter,
+                self.policy.event_look_ahead,
+                self.policy.event_look_behind,
+            ) {
+                HotpVerdict::Accepted { counter } => {
+                    Verdict::Accepted(Acceptance::Event { counter })
+                }
+                HotpVerdict::Spent { .. } => Verdict::Replayed,
+                HotpVerdict::Rejected => Verdict::Wrong,
+            },
+            TokenKind::Time => {
+                let now = u64::try_from(self.clock.now()).unwrap_or(0);
+                let current = time_step(now, u64::from(token.period));
+                match verify_totp(
+                    key,
+                    token.digits,
+                    code,
+                    current,
+                    token.time_offset,
+                    self.policy.time_window,
+                    token.last_step,
+                ) {
+                    TotpVerdict::Accepted(m) => {
+                        let limit = i64::try_from(self.policy.resync_time_steps(token.period))
+                            .unwrap_or(i64::MAX);
+                        let offset = m.offset.clamp(-limit, limit);
+                        Verdict::Accepted(Acceptance::Time {
+                            step: m.step,
+                            offset,
+                        })
+                    }
+                    TotpVerdict::Spent(_) => Verdict::Replayed,
+                    TotpVerdict::Rejected => Verdict::Wrong,
+                }
+            }
+        }
+    }
+
+    /// Checks `otp` for `token`, which must be in state `from`; on success the
+    /// token is left in `to`. Counts a failure for a wrong or replayed code.
+    pub(crate) async fn check_code(
+        &self,
+        actor: &Actor,
+        action: &'static str,
+        token: &Token,
+        code: &Code,
+        from: TokenState,
+        to: TokenState,
+    ) -> Result<Acceptance, DomainError> {
+        if token.state != from {
+            let err = state_error(token.state);
+            self.store
+                .append_audit(self.token_record(actor, action, token, err.code()))
+                .await?;
+            return Err(err);
+        }
+        let key = self.token_key(token)?;
+        let verdict = self.decide(token, &key, code);
+        let failure = match verdict {
+            Verdict::Accepted(acceptance) => {
+                let accept = Accept {
+                    acceptance,
+                    from,
+                    to,
+                    now: self.clock.now(),
+                };
+                let won = self
+                    .store
+                    .accept(
+                        &token.token_id,
+                        accept,
+                        self.token_record(actor, action, token, "ok"),
+                    )
+                    .await?;
+                if won {
+                    tracing::debug!(token_id = %token.token_id, "code accepted");
+                    return Ok(acceptance);
+                }
+                // Another request moved the token first: either it used this very
+                // code (a replay), or the token changed state meanwhile.
+                match self.store.token(&token.token_id).await? {
+                    Some(now) if now.state != from => {
+                        let err = state_error(now.state);
+                        self.store
+                            .append_audit(self.token_record(actor, action, token, err.code()))
+                            .await?;
+                        return Err(err);
+                    }
+                    _ => DomainError::OtpReplayed,
+                }
+            }
+            Verdict::Replayed => DomainError::OtpReplayed,
+            Verdict::Wrong => DomainError::InvalidOtp,
+        };
+        self.count_failure(actor, action, token, from, failure)
+            .await
+    }
+
+    /// Counts one failure and answers with `failure`, or with the state error if
+    /// the token left `from` meanwhile.
+    pub(crate) async fn count_failure(
+        &self,
+        actor: &Actor,
+        action: &'static str,
+        token: &Token,
+        from: TokenState,
+        failure: DomainError,
+    ) -> Result<Acceptance, DomainError> {
+        let counted = self
+            .store
+            .record_failure(
+                &token.token_id,
+                from,
+                self.policy.token_lock_threshold,
+                self.clock.now(),
+                self.token_record(actor, action, token, failure.code()),
+            )
+            .await?;
+        match counted {
+            Some(c) => {
+                tracing::info!(token_id = %token.token_id, failures = c.failures, state = %c.state, outcome = failure.code(), "code refused");
+                Err(failure)
+            }
+            None => match self.store.token(&token.token_id).await? {
+                Some(t) if t.state != from => Err(state_error(t.state)),
+                _ => Err(failure),
+            },
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! `POST /validate`: is this code right for this token? Exactly once.
+
+use super::{Actor, Ichido};
+use crate::error::DomainError;
+use crate::ids::TokenId;
+use crate::model::TokenState;
+use crate::store::Acceptance;
+
+impl Ichido {
+    /// Validates `otp` for `token_id` on behalf of a relying party. A locked,
+    /// suspended, pending or revoked token answers with its state whatever the
+    /// code, so the answer is no oracle for the code.
+    pub async fn validate(
+        &self,
+        actor: &Actor,
+        token_id: &str,
+        otp: &str,
+    ) -> Result<Acceptance, DomainError> {
+        let token_id: TokenId = token_id.parse()?;
+        let code = Self::parse_code("otp", otp)?;
+        let token = self
+            .store
+            .token(&token_id)
+            .await?
+            .ok_or(DomainError::NotFound("token"))?;
+        self.check_code(
+            actor,
+            "token.validate",
+            &token,
+            &code,
+            TokenState::Active,
+            TokenState::Active,
+        )
+        .await
+    }
+}

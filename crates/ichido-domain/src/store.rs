@@ -1,0 +1,258 @@
+//! Storage traits, split by capability. Implementations live in `ichido-store`.
+//!
+//! Every method that changes state also appends its audit record in the same
+//! transaction, so the log and the data cannot disagree. Acceptance of a code
+//! is one conditional write ([`TokenStore::accept`]): two callers carrying the
+//! same code can never both see `true`.
+
+use async_trait::async_trait;
+
+use crate::audit::{AuditEvent, AuditFilter, AuditRecord};
+use crate::error::StoreError;
+use crate::ids::TokenId;
+use crate::model::{Contract, Execution, Operator, Session, Token, TokenState, Transaction, User};
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// How an accepted code moves a token forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acceptance {
+    /// Event token: the code of `counter` matched; the next expected counter
+    /// becomes `counter + 1`. Applies only while the stored counter is `<= counter`.
+    Event { counter: u64 },
+    /// Time token: the code of `step` matched with clock drift `offset` steps.
+    /// Applies only while the last accepted step is below `step` (or none).
+    Time { step: u64, offset: i64 },
+}
+
+/// The conditional write of an acceptance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accept {
+    pub acceptance: Acceptance,
+    /// The state the token must be in (`active`, or `pending` for activation).
+    pub from: TokenState,
+    /// The state it is left in (`active`).
+    pub to: TokenState,
+    pub now: i64,
+}
+
+/// The result of counting one failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureCount {
+    pub failures: u32,
+    pub state: TokenState,
+}
+
+/// An operator's change of a token's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenChange {
+    /// active → suspended, with an optional grace end (unix seconds).
+    Suspend { grace_until: Option<i64> },
+    /// suspended → active.
+    Resume,
+    /// locked (or active) → active with no failures.
+    Unlock,
+    /// any non-revoked → revoked; the sealed secret is destroyed.
+    Revoke,
+}
+
+impl TokenChange {
+    /// The states this change applies to.
+    pub fn from_states(self) -> &'static [TokenState] {
+        match self {
+            TokenChange::Suspend { .. } => &[TokenState::Active],
+            TokenChange::Resume => &[TokenState::Suspended],
+            TokenChange::Unlock => &[TokenState::Locked, TokenState::Active],
+            TokenChange::Revoke => &[
+                TokenState::Pending,
+                TokenState::Active,
+                TokenState::Suspended,
+                TokenState::Locked,
+            ],
+        }
+    }
+}
+
+#[async_trait]
+pub trait DirectoryStore: Send + Sync {
+    /// Fails with `Conflict` if the name is taken.
+    async fn create_operator(
+        &self,
+        op: &Operator,
+        key_hash: &[u8; 32],
+        audit: AuditRecord,
+    ) -> StoreResult<()>;
+    async fn operator_by_key_hash(&self, key_hash: &[u8; 32]) -> StoreResult<Option<Operator>>;
+    /// Fails with `Conflict` if the contract exists.
+    async fn create_contract(&self, c: &Contract, audit: AuditRecord) -> StoreResult<()>;
+    async fn contract(&self, contract_no: &str) -> StoreResult<Option<Contract>>;
+    /// Fails with `Conflict` if the user exists.
+    async fn create_user(&self, u: &User, audit: AuditRecord) -> StoreResult<()>;
+    async fn user(&self, contract_no: &str, user_id: &str) -> StoreResult<Option<User>>;
+}
+
+#[async_trait]
+pub trait PasswordLockStore: Send + Sync {
+    /// Whether (contract_no, user_id) is locked — kept whether or not the user exists.
+    async fn password_locked(&self, contract_no: &str, user_id: &str) -> StoreResult<bool>;
+    /// Counts one attempt *before* the password is checked, so that concurrent
+    /// guesses are bounded too. `false` if the user is locked or `threshold`
+    /// unconfirmed attempts are already counted: the attempt must be refused.
+    async fn password_attempt(
+        &self,
+        contract_no: &str,
+        user_id: &str,
+        threshold: u32,
+    ) -> StoreResult<bool>;
+    /// After a wrong password: locks once the count has reached `threshold`.
+    /// Returns whether the user is now locked.
+    async fn password_failure(
+        &self,
+        contract_no: &str,
+        user_id: &str,
+        threshold: u32,
+        now: i64,
+        audit: AuditRecord,
+    ) -> StoreResult<bool>;
+    /// After a right password: clears the count.
+    async fn password_success(&self, contract_no: &str, user_id: &str) -> StoreResult<()>;
+    /// Operator unlock. Returns whether there was anything to clear.
+    async fn password_unlock(
+        &self,
+        contract_no: &str,
+        user_id: &str,
+        audit: AuditRecord,
+    ) -> StoreResult<bool>;
+}
+
+#[async_trait]
+pub trait TokenStore: Send + Sync {
+    async fn token(&self, token_id: &TokenId) -> StoreResult<Option<Token>>;
+    /// The user's one non-revoked token.
+    async fn user_token(&self, contract_no: &str, user_id: &str) -> StoreResult<Option<Token>>;
+    /// Inserts a new token. First discards the user's pending token if it was
+    /// created before `replace_pending_before`; fails with `Conflict` if the user
+    /// still has a non-revoked token.
+    async fn insert_token(
+        &self,
+        t: &Token,
+        replace_pending_before: i64,
+        audit: AuditRecord,
+    ) -> StoreResult<()>;
+    /// The one conditional write that accepts a code. `true` if this call won.
+    /// On success the failure count returns to 0.
+    async fn accept(
+        &self,
+        token_id: &TokenId,
+        accept: Accept,
+        audit: AuditRecord,
+    ) -> StoreResult<bool>;
+    /// Counts one failure if the token is in `state`; reaching `threshold` moves it
+    /// to `locked` (or `revoked` when pending). `None` if the token was not in `state`.
+    async fn record_failure(
+        &self,
+        token_id: &TokenId,
+        state: TokenState,
+        threshold: u32,
+        now: i64,
+        audit: AuditRecord,
+    ) -> StoreResult<Option<FailureCount>>;
+    /// Applies an operator change if the token is in one of its `from_states`.
+    /// Returns the token after the change, or `None` if it was not applicable.
+    async fn change(
+        &self,
+        token_id: &TokenId,
+        change: TokenChange,
+        now: i64,
+        audit: AuditRecord,
+    ) -> StoreResult<Option<Token>>;
+    /// Discards pending tokens created before `created_before`. Returns how many.
+    async fn discard_pending(&self, created_before: i64, now: i64, actor: &str)
+        -> StoreResult<u64>;
+}
+
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Appends one record on its own (decisions that change no other state).
+    async fn append_audit(&self, audit: AuditRecord) -> StoreResult<()>;
+    /// Newest first, filtered.
+    async fn audit_events(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>>;
+    /// Oldest first, `seq > after_seq`, for chain verification.
+    async fn audit_chain(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditEvent>>;
+}
+
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    async fn create_session(
+        &self,
+        id_hash: &[u8; 32],
+        s: &Session,
+        audit: AuditRecord,
+    ) -> StoreResult<()>;
+    /// The session, if not expired at `now`; its idle expiry moves to `expires_at`.
+    async fn touch_session(
+        &self,
+        id_hash: &[u8; 32],
+        now: i64,
+        expires_at: i64,
+    ) -> StoreResult<Option<Session>>;
+    /// Ends a session. Returns whether it existed.
+    async fn delete_session(&self, id_hash: &[u8; 32], audit: AuditRecord) -> StoreResult<bool>;
+    /// Removes sessions expired before `now`.
+    async fn purge_sessions(&self, now: i64) -> StoreResult<u64>;
+}
+
+#[async_trait]
+pub trait TransactionStore: Send + Sync {
+    async fn create_transaction(&self, t: &Transaction, audit: AuditRecord) -> StoreResult<()>;
+    async fn transaction(&self, contract_no: &str, id: &str) -> StoreResult<Option<Transaction>>;
+    /// Newest first.
+    async fn transactions(&self, contract_no: &str, limit: u32) -> StoreResult<Vec<Transaction>>;
+    /// The one conditional write that executes a transaction: `true` only for
+    /// the call that moved it from `pending_approval`.
+    async fn execute_transaction(
+        &self,
+        contract_no: &str,
+        id: &str,
+        approved_by: &str,
+        execution: Execution,
+        now: i64,
+        audit: AuditRecord,
+    ) -> StoreResult<bool>;
+}
+
+#[async_trait]
+pub trait MetaStore: Send + Sync {
+    /// Stores `value` under `key` unless a value is there; returns the stored value.
+    async fn meta_init(&self, key: &str, value: &str) -> StoreResult<String>;
+}
+
+#[async_trait]
+pub trait HealthStore: Send + Sync {
+    /// Answers when the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+/// Everything the validation center needs from a store.
+pub trait Store:
+    DirectoryStore
+    + PasswordLockStore
+    + TokenStore
+    + SessionStore
+    + TransactionStore
+    + AuditStore
+    + MetaStore
+    + HealthStore
+{
+}
+impl<T> Store for T where
+    T: DirectoryStore
+        + PasswordLockStore
+        + TokenStore
+        + SessionStore
+        + TransactionStore
+        + AuditStore
+        + MetaStore
+        + HealthStore
+{
+}

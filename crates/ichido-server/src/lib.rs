@@ -1,0 +1,146 @@
+//! ichido's HTTP server. `app(state)` builds the whole router, so tests can
+//! drive it with `oneshot` and the binary serves it on a socket.
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod limits;
+pub mod metrics;
+pub mod openapi;
+pub mod serve;
+
+use std::sync::Arc;
+
+use axum::http::{header, HeaderValue};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use ichido_domain::Ichido;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::limits::{Limits, RateSettings};
+use crate::metrics::Metrics;
+
+/// The largest request body accepted, in bytes.
+pub const BODY_LIMIT: usize = 16 * 1024;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub ichido: Arc<Ichido>,
+    pub metrics: Arc<Metrics>,
+    pub limits: Arc<Limits>,
+}
+
+impl AppState {
+    /// State with the default rate limits.
+    pub fn new(ichido: Arc<Ichido>) -> Self {
+        Self::with_limits(ichido, RateSettings::default())
+    }
+
+    pub fn with_limits(ichido: Arc<Ichido>, rate: RateSettings) -> Self {
+        Self {
+            ichido,
+            metrics: Arc::new(Metrics::default()),
+            limits: Arc::new(Limits::new(rate)),
+        }
+    }
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    use api::{customer, operator, service, session};
+    const USER: &str = "/contracts/{contract_no}/users/{user_id}";
+    let operator_api = Router::new()
+        .route("/contracts", post(operator::create_contract))
+        .route(
+            "/contracts/{contract_no}/users",
+            post(operator::create_user),
+        )
+        .route(USER, get(operator::get_user))
+        .route(&format!("{USER}/unlock"), post(operator::unlock_user))
+        .route(&format!("{USER}/token"), delete(operator::revoke))
+        .route(&format!("{USER}/token/suspend"), post(operator::suspend))
+        .route(&format!("{USER}/token/resume"), post(operator::resume))
+        .route(
+            &format!("{USER}/token/unlock"),
+            post(operator::unlock_token),
+        )
+        .route("/audit", get(operator::audit))
+        .route("/validate", post(operator::validate))
+        .route("/openapi.json", get(service::openapi));
+    let customer_api = Router::new()
+        .route("/registrations", post(customer::register))
+        .route(
+            "/registrations/{token_id}/activate",
+            post(customer::activate),
+        )
+        .route("/token/resync", post(customer::resync))
+        .route("/login", post(session::login))
+        .route("/logout", post(session::logout))
+        .route(
+            "/transactions",
+            post(session::create_transaction).get(session::list_transactions),
+        )
+        .route("/transactions/{id}", get(session::get_transaction))
+        .route("/transactions/{id}/approve", post(session::approve))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            api::limit_by_address,
+        ));
+    Router::new()
+        .nest("/api/v1", operator_api.merge(customer_api))
+        .route("/healthz", get(service::healthz))
+        .route("/metrics", get(service::metrics))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state.metrics),
+            metrics::track,
+        ))
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(axum::middleware::map_response(json_payload_too_large))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(CatchPanicLayer::custom(|_| {
+            tracing::error!("handler panicked");
+            axum::response::IntoResponse::into_response(error::AppError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "unavailable",
+                "internal error",
+            ))
+        }))
+        .with_state(state)
+}
+
+/// The body-limit layer answers 413 in plain text; answer with the contract's body.
+async fn json_payload_too_large(resp: axum::response::Response) -> axum::response::Response {
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if resp.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE && !is_json {
+        return axum::response::IntoResponse::into_response(error::AppError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            "request body too large",
+        ));
+    }
+    resp
+}
+
+async fn method_not_allowed() -> error::AppError {
+    error::AppError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request",
+        "method not allowed on this path",
+    )
+}

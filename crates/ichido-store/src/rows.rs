@@ -1,0 +1,240 @@
+//! Rows as stored, and their conversion into domain records. Shared by backends.
+
+use std::str::FromStr;
+
+use ichido_domain::audit::AuditEvent;
+use ichido_domain::error::StoreError;
+use ichido_domain::ids::TokenId;
+use ichido_domain::model::{Contract, Operator, Role, Token, TokenKind, TokenState, User};
+use ichido_otp::{Algorithm, Digits};
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_owned())
+}
+
+/// A stored integer that must fit an unsigned domain value.
+pub(crate) fn to_i64(v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| corrupt("counter out of range"))
+}
+
+/// Maps a driver error: uniqueness → `Conflict`, decoding → `Corrupt`, else `Unavailable`.
+pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict,
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnNotFound(_) => StoreError::Corrupt(e.to_string()),
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct TokenRow {
+    pub token_id: String,
+    pub contract_no: String,
+    pub user_id: String,
+    pub kind: String,
+    pub state: String,
+    pub algorithm: String,
+    pub digits: i64,
+    pub period: i64,
+    pub counter: i64,
+    pub last_step: Option<i64>,
+    pub time_offset: i64,
+    pub failures: i64,
+    pub sealed_secret: Vec<u8>,
+    pub created_at: i64,
+    pub activated_at: Option<i64>,
+    pub grace_until: Option<i64>,
+    pub updated_at: i64,
+}
+
+impl TryFrom<TokenRow> for Token {
+    type Error = StoreError;
+    fn try_from(r: TokenRow) -> Result<Token, StoreError> {
+        Ok(Token {
+            token_id: TokenId::from_str(&r.token_id).map_err(|_| corrupt("token_id"))?,
+            contract_no: r.contract_no,
+            user_id: r.user_id,
+            kind: TokenKind::from_str(&r.kind).map_err(|_| corrupt("token kind"))?,
+            state: TokenState::from_str(&r.state).map_err(|_| corrupt("token state"))?,
+            algorithm: Algorithm::from_str(&r.algorithm).map_err(|_| corrupt("token algorithm"))?,
+            digits: u8::try_from(r.digits)
+                .ok()
+                .and_then(|d| Digits::new(d).ok())
+                .ok_or_else(|| corrupt("token digits"))?,
+            period: u32::try_from(r.period).map_err(|_| corrupt("token period"))?,
+            counter: u64::try_from(r.counter).map_err(|_| corrupt("token counter"))?,
+            last_step: r
+                .last_step
+                .map(u64::try_from)
+                .transpose()
+                .map_err(|_| corrupt("token last_step"))?,
+            time_offset: r.time_offset,
+            failures: u32::try_from(r.failures).map_err(|_| corrupt("token failures"))?,
+            sealed_secret: r.sealed_secret,
+            created_at: r.created_at,
+            activated_at: r.activated_at,
+            grace_until: r.grace_until,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct UserRow {
+    pub contract_no: String,
+    pub user_id: String,
+    pub name: String,
+    pub role: String,
+    pub login_hash: String,
+    pub transaction_hash: String,
+    pub created_at: i64,
+}
+
+impl TryFrom<UserRow> for User {
+    type Error = StoreError;
+    fn try_from(r: UserRow) -> Result<User, StoreError> {
+        Ok(User {
+            contract_no: r.contract_no,
+            user_id: r.user_id,
+            name: r.name,
+            role: Role::from_str(&r.role).map_err(|_| corrupt("user role"))?,
+            login_hash: r.login_hash,
+            transaction_hash: r.transaction_hash,
+            created_at: r.created_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ContractRow {
+    pub contract_no: String,
+    pub name: String,
+    pub created_at: i64,
+}
+
+impl From<ContractRow> for Contract {
+    fn from(r: ContractRow) -> Contract {
+        Contract {
+            contract_no: r.contract_no,
+            name: r.name,
+            created_at: r.created_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct OperatorRow {
+    pub name: String,
+    pub created_at: i64,
+}
+
+impl From<OperatorRow> for Operator {
+    fn from(r: OperatorRow) -> Operator {
+        Operator {
+            name: r.name,
+            created_at: r.created_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AuditRow {
+    pub seq: i64,
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub contract_no: Option<String>,
+    pub user_id: Option<String>,
+    pub token_id: Option<String>,
+    pub outcome: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl From<AuditRow> for AuditEvent {
+    fn from(r: AuditRow) -> AuditEvent {
+        AuditEvent {
+            seq: r.seq,
+            at: r.at,
+            actor: r.actor,
+            action: r.action,
+            contract_no: r.contract_no,
+            user_id: r.user_id,
+            token_id: r.token_id,
+            outcome: r.outcome,
+            prev_hash: r.prev_hash,
+            hash: r.hash,
+        }
+    }
+}
+
+/// The SQL `IN (...)` list of states, as literals (they are our own constants).
+pub(crate) fn state_list(states: &[TokenState]) -> String {
+    states
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct SessionRow {
+    pub contract_no: String,
+    pub user_id: String,
+    pub method: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+impl TryFrom<SessionRow> for ichido_domain::model::Session {
+    type Error = StoreError;
+    fn try_from(r: SessionRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            contract_no: r.contract_no,
+            user_id: r.user_id,
+            method: r.method.parse().map_err(|_| corrupt("session method"))?,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct TransactionRow {
+    pub id: String,
+    pub contract_no: String,
+    pub created_by: String,
+    pub kind: String,
+    pub payee: String,
+    pub amount: i64,
+    pub state: String,
+    pub approved_by: Option<String>,
+    pub execution: Option<String>,
+    pub created_at: i64,
+    pub executed_at: Option<i64>,
+}
+
+impl TryFrom<TransactionRow> for ichido_domain::model::Transaction {
+    type Error = StoreError;
+    fn try_from(r: TransactionRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: r.id,
+            contract_no: r.contract_no,
+            created_by: r.created_by,
+            kind: r.kind.parse().map_err(|_| corrupt("transaction kind"))?,
+            payee: r.payee,
+            amount: r.amount,
+            state: r.state.parse().map_err(|_| corrupt("transaction state"))?,
+            approved_by: r.approved_by,
+            execution: r
+                .execution
+                .map(|e| e.parse())
+                .transpose()
+                .map_err(|_| corrupt("transaction execution"))?,
+            created_at: r.created_at,
+            executed_at: r.executed_at,
+        })
+    }
+}

@@ -1,0 +1,736 @@
+//! The SQLite store: WAL, `synchronous=FULL`, every write in a `BEGIN IMMEDIATE`
+//! transaction together with its audit record; an acceptance is replied to only
+//! after the batch that holds it has committed (group commit, see `batch`).
+//!
+//! Invariant: a code is accepted by one conditional `UPDATE … WHERE counter <= ?`
+//! (event) or `… WHERE last_step < ?` (time); a second request with the same code
+//! changes no row and is told so.
+
+mod batch;
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use ichido_domain::audit::{AuditEvent, AuditFilter, AuditRecord, GENESIS_HASH};
+use ichido_domain::ids::TokenId;
+use ichido_domain::model::{
+    Contract, Execution, Operator, Session, Token, TokenState, Transaction, User,
+};
+use ichido_domain::store::{
+    Accept, AuditStore, DirectoryStore, FailureCount, HealthStore, MetaStore, PasswordLockStore,
+    SessionStore, StoreResult, TokenChange, TokenStore, TransactionStore,
+};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
+
+use crate::rows::{
+    db_err, state_list, to_i64, AuditRow, ContractRow, OperatorRow, SessionRow, TokenRow,
+    TransactionRow, UserRow,
+};
+use crate::{OpenError, StoreOptions};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// SQLite implementation of the domain's store traits.
+///
+/// Writes go through a pool of one connection: SQLite has one writer anyway,
+/// and queueing in-process is fair and fast where SQLite's busy handler would
+/// sleep. Other processes on the same file are still held off by
+/// `BEGIN IMMEDIATE` and the busy timeout.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    writer: SqlitePool,
+    /// Acceptances, failures and lone audit records: group-committed by one
+    /// task that takes `writer`'s connection per batch (see [`batch`]).
+    batch: batch::Batcher,
+}
+
+impl SqliteStore {
+    /// Opens `url` (`sqlite://FILE`, `sqlite::memory:`), creating the file if
+    /// missing, and applies the migrations.
+    pub async fn open(url: &str, opts: &StoreOptions) -> Result<Self, OpenError> {
+        let memory = url.contains(":memory:") || url.contains("mode=memory");
+        let connect = SqliteConnectOptions::from_str(url)
+            .map_err(|e| OpenError::Connect(e.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(if memory {
+                SqliteJournalMode::Memory
+            } else {
+                SqliteJournalMode::Wal
+            })
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(opts.busy_timeout)
+            .foreign_keys(true);
+        let pool_options = |max: u32| {
+            let keep = |secs: u64| (!memory).then(|| std::time::Duration::from_secs(secs));
+            SqlitePoolOptions::new()
+                .max_connections(max)
+                .min_connections(u32::from(memory))
+                .idle_timeout(keep(600))
+                .max_lifetime(keep(1800))
+                .acquire_timeout(opts.connect_timeout)
+        };
+        let writer = pool_options(1)
+            .connect_with(connect.clone())
+            .await
+            .map_err(|e| OpenError::Connect(e.to_string()))?;
+        MIGRATOR
+            .run(&writer)
+            .await
+            .map_err(|e| OpenError::Migrate(e.to_string()))?;
+        // An in-memory database lives in one connection: readers share the writer.
+        let pool = if memory {
+            writer.clone()
+        } else {
+            pool_options(opts.max_connections.max(1))
+                .connect_with(connect)
+                .await
+                .map_err(|e| OpenError::Connect(e.to_string()))?
+        };
+        let batch = batch::Batcher::start(writer.clone());
+        Ok(Self {
+            pool,
+            writer,
+            batch,
+        })
+    }
+
+    async fn write(&self) -> StoreResult<sqlx::Transaction<'static, Sqlite>> {
+        self.writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)
+    }
+}
+
+/// Appends one audit record, chained to the last one. Call inside a write transaction.
+async fn append(conn: &mut SqliteConnection, r: &AuditRecord) -> StoreResult<()> {
+    let last: Option<(i64, String)> =
+        sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_err)?;
+    let (seq, prev) = match last {
+        Some((s, h)) => (s + 1, h),
+        None => (1, GENESIS_HASH.to_owned()),
+    };
+    let hash = r.hash_after(&prev, seq);
+    sqlx::query(
+        "INSERT INTO audit_events (seq, at, actor, action, contract_no, user_id, token_id, outcome, prev_hash, hash)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(seq)
+    .bind(r.at)
+    .bind(&r.actor)
+    .bind(r.action)
+    .bind(&r.contract_no)
+    .bind(&r.user_id)
+    .bind(&r.token_id)
+    .bind(&r.outcome)
+    .bind(&prev)
+    .bind(&hash)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    Ok(())
+}
+
+fn system_record(
+    at: i64,
+    action: &'static str,
+    t: (&str, &str, &str),
+    outcome: String,
+) -> AuditRecord {
+    AuditRecord {
+        at,
+        actor: "system".into(),
+        action,
+        contract_no: Some(t.0.to_owned()),
+        user_id: Some(t.1.to_owned()),
+        token_id: Some(t.2.to_owned()),
+        outcome,
+    }
+}
+
+#[async_trait]
+impl DirectoryStore for SqliteStore {
+    async fn create_operator(
+        &self,
+        op: &Operator,
+        key_hash: &[u8; 32],
+        audit: AuditRecord,
+    ) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        sqlx::query("INSERT INTO operators (name, key_hash, created_at) VALUES (?, ?, ?)")
+            .bind(&op.name)
+            .bind(&key_hash[..])
+            .bind(op.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        append(&mut tx, &audit).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn operator_by_key_hash(&self, key_hash: &[u8; 32]) -> StoreResult<Option<Operator>> {
+        let row: Option<OperatorRow> =
+            sqlx::query_as("SELECT name, created_at FROM operators WHERE key_hash = ?")
+                .bind(&key_hash[..])
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?;
+        Ok(row.map(Operator::from))
+    }
+
+    async fn create_contract(&self, c: &Contract, audit: AuditRecord) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        sqlx::query("INSERT INTO contracts (contract_no, name, created_at) VALUES (?, ?, ?)")
+            .bind(&c.contract_no)
+            .bind(&c.name)
+            .bind(c.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        append(&mut tx, &audit).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn contract(&self, contract_no: &str) -> StoreResult<Option<Contract>> {
+        let row: Option<ContractRow> = sqlx::query_as(
+            "SELECT contract_no, name, created_at FROM contracts WHERE contract_no = ?",
+        )
+        .bind(contract_no)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(row.map(Contract::from))
+    }
+
+    async fn create_user(&self, u: &User, audit: AuditRecord) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO users (contract_no, user_id, name, role, login_hash, transaction_hash, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&u.contract_no)
+        .bind(&u.user_id)
+        .bind(&u.name)
+        .bind(u.role.as_str())
+        .bind(&u.login_hash)
+        .bind(&u.transaction_hash)
+        .bind(u.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        append(&mut tx, &audit).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn user(&self, contract_no: &str, user_id: &str) -> StoreResult<Option<User>> {
+        let row: Option<UserRow> =
+            sqlx::query_as("SELECT * FROM users WHERE contract_no = ? AND user_id = ?")
+                .bind(contract_no)
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?;
+        row.map(User::try_from).transpose()
+    }
+}
+
+#[async_trait]
+impl PasswordLockStore for SqliteStore {
+    async fn password_locked(&self, contract_no: &str, user_id: &str) -> StoreResult<bool> {
+        let row: Option<(Option<i64>,)> = sqlx::query_as(
+            "SELECT locked_at FROM password_lockouts WHERE contract_no = ? AND user_id = ?",
+        )
+        .bind(contract_no)
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(matches!(row, Some((Some(_),))))
+    }
+
+    async fn password_attempt(
+        &self,
+        contract_no: &str,
+        user_id: &str,
+        threshold: u32,
+    ) -> StoreResult<bool> {
+        let (failures, locked_at): (i64, Option<i64>) = sqlx::query_as(
+            "INSERT INTO password_lockouts (contract_no, user_id, failures) VALUES (?, ?, 1)
+             ON CONFLICT (contract_no, user_id) DO UPDATE SET failures = password_lockouts.failures + 1
+             RETURNING failures, locked_at",
+        )
+        .bind(contract_no)
+        .bind(user_id)
+        .fetch_one(&self.writer)
+        .await
+        .map_err(db_err)?;
+        Ok(locked_at.is_none() && failures <= i64::from(threshold))
+    }
+
+    async fn password_failure(
+        &self,
+        contract_no: &str,
+        user_id: &str,
+        threshold: u32,
+        now: i64,
+        audit: AuditRecord,
+    ) -> StoreResult<bool> {
+        let mut tx = self.write().await?;
+        let before: Option<(i64, Option<i64>)> =
+            sqlx::query_as("SELECT failures, locked_at FROM password_lockouts WHERE contract_no = ? AND user_id = ?")
+                .bind(contract_no)
+                .bind(user_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        append(&mut tx, &audit).await?;
+        let locked = match before {
+            Some((_, Some(_))) => true,
+            Some((failures, None)) if failures >= i64::from(threshold) => {
+                sqlx::query("UPDATE password_lockouts SET locked_at = ? WHERE contract_no = ? AND user_id = ?")
+                    .bind(now)
+                    .bind(contract_no)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                let lock = AuditRecord {
+                    at: now,
+                    actor: "system".into(),
+                    action: "user.lock",
+                    contract_no: Some(contract_no.to_owned()),
+                    user_id: Some(user_id.to_owned()),
+                    token_id: None,
+                    outcome: format!("locked after {threshold} wrong passwords"),
+                };
+                append(&mut tx, &lock).await?;
+                true
+            }
+            _ => false,
+        };
+        tx.commit().await.map_err(db_err)?;
+        Ok(locked)
+    }
+
+    async fn password_success(&self, contract_no: &str, user_id: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM password_lockouts WHERE contract_no = ? AND user_id = ? AND locked_at IS NULL")
+            .bind(contract_no)
+            .bind(user_id)
+            .execute(&self.writer)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn password_unlock(
+        &self,
+        contract_no: &str,
+        user_id: &str,
+        audit: AuditRecord,
+    ) -> StoreResult<bool> {
+        let mut tx = self.write().await?;
+        let n = sqlx::query("DELETE FROM password_lockouts WHERE contract_no = ? AND user_id = ?")
+            .bind(contract_no)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+        append(&mut tx, &audit).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(n > 0)
+    }
+}
+
+#[async_trait]
+impl TokenStore for SqliteStore {
+    async fn token(&self, token_id: &TokenId) -> StoreResult<Option<Token>> {
+        let row: Option<TokenRow> = sqlx::query_as("SELECT * FROM tokens WHERE token_id = ?")
+            .bind(token_id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.map(Token::try_from).transpose()
+    }
+
+    async fn user_token(&self, contract_no: &str, user_id: &str) -> StoreResult<Option<Token>> {
+        let row: Option<TokenRow> = sqlx::query_as(
+            "SELECT * FROM tokens WHERE contract_no = ? AND user_id = ? AND state <> 'revoked'",
+        )
+        .bind(contract_no)
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        row.map(Token::try_from).transpose()
+    }
+
+    async fn insert_token(
+        &self,
+        t: &Token,
+        replace_pending_before: i64,
+        audit: AuditRecord,
+    ) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        let replaced: Vec<(String,)> = sqlx::query_as(
+            "UPDATE tokens SET state = 'revoked', sealed_secret = X'', updated_at = ?
+             WHERE contract_no = ? AND user_id = ? AND state = 'pending' AND created_at < ?
+             RETURNING token_id",
+        )
+        .bind(t.created_at)
+        .bind(&t.contract_no)
+        .bind(&t.user_id)
+        .bind(replace_pending_before)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        for (old,) in &replaced {
+            let r = system_record(
+                t.created_at,
+                "token.discard",
+                (&t.contract_no, &t.user_id, old),
+                "replaced by a new registration".into(),
+            );
+            append(&mut tx, &r).await?;
+        }
+        sqlx::query(
+            "INSERT INTO tokens (token_id, contract_no, user_id, kind, state, algorithm, digits, period, counter,
+                                 last_step, time_offset, failures, sealed_secret, created_at, activated_at, grace_until, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(t.token_id.as_str())
+        .bind(&t.contract_no)
+        .bind(&t.user_id)
+        .bind(t.kind.as_str())
+        .bind(t.state.as_str())
+        .bind(t.algorithm.as_str())
+        .bind(i64::from(t.digits.get()))
+        .bind(i64::from(t.period))
+        .bind(to_i64(t.counter)?)
+        .bind(t.last_step.map(to_i64).transpose()?)
+        .bind(t.time_offset)
+        .bind(i64::from(t.failures))
+        .bind(&t.sealed_secret)
+        .bind(t.created_at)
+        .bind(t.activated_at)
+        .bind(t.grace_until)
+        .bind(t.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        append(&mut tx, &audit).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn accept(&self, token_id: &TokenId, a: Accept, audit: AuditRecord) -> StoreResult<bool> {
+        self.batch.accept(token_id, a, audit).await
+    }
+
+    async fn record_failure(
+        &self,
+        token_id: &TokenId,
+        state: TokenState,
+        threshold: u32,
+        now: i64,
+        audit: AuditRecord,
+    ) -> StoreResult<Option<FailureCount>> {
+        self.batch
+            .record_failure(token_id, state, threshold, now, audit)
+            .await
+    }
+
+    async fn change(
+        &self,
+        token_id: &TokenId,
+        change: TokenChange,
+        now: i64,
+        audit: AuditRecord,
+    ) -> StoreResult<Option<Token>> {
+        let set = match change {
+            TokenChange::Suspend { .. } => "state = 'suspended', grace_until = ?1",
+            TokenChange::Resume => "state = 'active', grace_until = NULL",
+            TokenChange::Unlock => "state = 'active', failures = 0",
+            TokenChange::Revoke => "state = 'revoked', grace_until = NULL, sealed_secret = X''",
+        };
+        let sql = format!(
+            "UPDATE tokens SET {set}, updated_at = ?2 WHERE token_id = ?3 AND state IN ({}) RETURNING *",
+            state_list(change.from_states())
+        );
+        let grace = match change {
+            TokenChange::Suspend { grace_until } => grace_until,
+            _ => None,
+        };
+        let mut tx = self.write().await?;
+        let row: Option<TokenRow> = sqlx::query_as(&sql)
+            .bind(grace)
+            .bind(now)
+            .bind(token_id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let Some(row) = row else {
+            tx.rollback().await.map_err(db_err)?;
+            return Ok(None);
+        };
+        append(&mut tx, &audit).await?;
+        tx.commit().await.map_err(db_err)?;
+        Token::try_from(row).map(Some)
+    }
+
+    async fn discard_pending(
+        &self,
+        created_before: i64,
+        now: i64,
+        actor: &str,
+    ) -> StoreResult<u64> {
+        let mut tx = self.write().await?;
+        let gone: Vec<(String, String, String)> = sqlx::query_as(
+            "UPDATE tokens SET state = 'revoked', sealed_secret = X'', updated_at = ?
+             WHERE state = 'pending' AND created_at < ? RETURNING contract_no, user_id, token_id",
+        )
+        .bind(now)
+        .bind(created_before)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        for (c, u, t) in &gone {
+            let mut r = system_record(
+                now,
+                "token.discard",
+                (c, u, t),
+                "not activated in time".into(),
+            );
+            r.actor = actor.to_owned();
+            append(&mut tx, &r).await?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(gone.len() as u64)
+    }
+}
+
+#[async_trait]
+impl AuditStore for SqliteStore {
+    async fn append_audit(&self, audit: AuditRecord) -> StoreResult<()> {
+        self.batch.append_audit(audit).await
+    }
+
+    async fn audit_events(&self, f: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {
+        let mut q: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT * FROM audit_events WHERE 1 = 1");
+        if let Some(c) = &f.contract_no {
+            q.push(" AND contract_no = ").push_bind(c.clone());
+        }
+        if let Some(u) = &f.user_id {
+            q.push(" AND user_id = ").push_bind(u.clone());
+        }
+        if let Some(t) = &f.token_id {
+            q.push(" AND token_id = ").push_bind(t.clone());
+        }
+        if let Some(b) = f.before_seq {
+            q.push(" AND seq < ").push_bind(b);
+        }
+        q.push(" ORDER BY seq DESC LIMIT ")
+            .push_bind(i64::from(f.limit));
+        let rows: Vec<AuditRow> = q
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(rows.into_iter().map(AuditEvent::from).collect())
+    }
+
+    async fn audit_chain(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditEvent>> {
+        let rows: Vec<AuditRow> =
+            sqlx::query_as("SELECT * FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?")
+                .bind(after_seq)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?;
+        Ok(rows.into_iter().map(AuditEvent::from).collect())
+    }
+}
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn create_session(
+        &self,
+        id_hash: &[u8; 32],
+        se: &Session,
+        audit: AuditRecord,
+    ) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO sessions (id_hash, contract_no, user_id, method, created_at, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&id_hash[..])
+        .bind(&se.contract_no)
+        .bind(&se.user_id)
+        .bind(se.method.as_str())
+        .bind(se.created_at)
+        .bind(se.expires_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        append(&mut tx, &audit).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn touch_session(
+        &self,
+        id_hash: &[u8; 32],
+        now: i64,
+        expires_at: i64,
+    ) -> StoreResult<Option<Session>> {
+        let row: Option<SessionRow> = sqlx::query_as(
+            "UPDATE sessions SET expires_at = ? WHERE id_hash = ? AND expires_at > ?
+             RETURNING contract_no, user_id, method, created_at, expires_at",
+        )
+        .bind(expires_at)
+        .bind(&id_hash[..])
+        .bind(now)
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(db_err)?;
+        row.map(Session::try_from).transpose()
+    }
+
+    async fn delete_session(&self, id_hash: &[u8; 32], audit: AuditRecord) -> StoreResult<bool> {
+        let mut tx = self.write().await?;
+        let n = sqlx::query("DELETE FROM sessions WHERE id_hash = ?")
+            .bind(&id_hash[..])
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+        append(&mut tx, &audit).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(n > 0)
+    }
+
+    async fn purge_sessions(&self, now: i64) -> StoreResult<u64> {
+        let n = sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
+            .bind(now)
+            .execute(&self.writer)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+        Ok(n)
+    }
+}
+
+#[async_trait]
+impl TransactionStore for SqliteStore {
+    async fn create_transaction(&self, t: &Transaction, audit: AuditRecord) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO transactions (id, contract_no, created_by, kind, payee, amount, state, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&t.id)
+        .bind(&t.contract_no)
+        .bind(&t.created_by)
+        .bind(t.kind.as_str())
+        .bind(&t.payee)
+        .bind(t.amount)
+        .bind(t.state.as_str())
+        .bind(t.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        append(&mut tx, &audit).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn transaction(&self, contract_no: &str, id: &str) -> StoreResult<Option<Transaction>> {
+        let row: Option<TransactionRow> =
+            sqlx::query_as("SELECT * FROM transactions WHERE contract_no = ? AND id = ?")
+                .bind(contract_no)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?;
+        row.map(Transaction::try_from).transpose()
+    }
+
+    async fn transactions(&self, contract_no: &str, limit: u32) -> StoreResult<Vec<Transaction>> {
+        let rows: Vec<TransactionRow> = sqlx::query_as(
+            "SELECT * FROM transactions WHERE contract_no = ? ORDER BY created_at DESC, id LIMIT ?",
+        )
+        .bind(contract_no)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.into_iter().map(Transaction::try_from).collect()
+    }
+
+    async fn execute_transaction(
+        &self,
+        contract_no: &str,
+        id: &str,
+        approved_by: &str,
+        execution: Execution,
+        now: i64,
+        audit: AuditRecord,
+    ) -> StoreResult<bool> {
+        let mut tx = self.write().await?;
+        let n = sqlx::query(
+            "UPDATE transactions SET state = 'executed', approved_by = ?, execution = ?, executed_at = ?
+             WHERE contract_no = ? AND id = ? AND state = 'pending_approval'",
+        )
+        .bind(approved_by)
+        .bind(execution.as_str())
+        .bind(now)
+        .bind(contract_no)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?
+        .rows_affected();
+        if n != 1 {
+            tx.rollback().await.map_err(db_err)?;
+            return Ok(false);
+        }
+        append(&mut tx, &audit).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl MetaStore for SqliteStore {
+    async fn meta_init(&self, key: &str, value: &str) -> StoreResult<String> {
+        let mut tx = self.write().await?;
+        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let (v,): (String,) = sqlx::query_as("SELECT value FROM meta WHERE key = ?")
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(v)
+    }
+}
+
+#[async_trait]
+impl HealthStore for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,226 @@
+//! `ichido`: the validation center's server and the bank's own tooling.
+
+mod bench;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ichido_domain::seal::MasterKey;
+use ichido_domain::{Ichido, Policy, SystemClock};
+use ichido_server::config::{unknown_env_names, Settings};
+use ichido_store::StoreOptions;
+
+/// ichido (一度, "once"): one-time-password validation center for internet banking.
+///
+/// Holds every soft token of the bank, sealed under a master key, and accepts
+/// each one-time password exactly once.
+#[derive(Parser)]
+#[command(name = "ichido", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server (operator, customer and validation APIs).
+    ///
+    /// Settings come from defaults, then the TOML file of --config, then
+    /// ICHIDO_* environment variables, then flags. The master key is read from
+    /// ICHIDO_MASTER_KEY (64 hex chars) or the master key file.
+    Serve {
+        /// TOML file with any of the settings below (same names, snake_case).
+        #[arg(long, env = "ICHIDO_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Box<Settings>,
+    },
+    /// Manage operators (bank staff and relying parties of the operator API).
+    Operator {
+        #[command(subcommand)]
+        command: OperatorCommand,
+    },
+    /// Inspect the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Load-test a running server: create tokens, then validate fresh codes.
+    ///
+    /// Reports validations/s and p50/p99/p99.9 latency; exits 1 if the server
+    /// ever accepted a wrong code or the same code twice.
+    Bench(Box<bench::BenchArgs>),
+    /// Create or upgrade the database schema, then exit.
+    Migrate {
+        /// Database URL.
+        #[arg(
+            long,
+            env = "ICHIDO_DATABASE_URL",
+            default_value = "sqlite://ichido.db"
+        )]
+        database: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum OperatorCommand {
+    /// Create an operator and print its API key (and nothing else) on stdout.
+    ///
+    /// The key is shown once and stored only as a hash. Works on an empty
+    /// database: the schema is created first.
+    Create {
+        /// The operator's name, e.g. "branch-ops" or "netbank-app".
+        name: String,
+        /// Database URL.
+        #[arg(
+            long,
+            env = "ICHIDO_DATABASE_URL",
+            default_value = "sqlite://ichido.db"
+        )]
+        database: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the audit log's hash chain from its first event to its last.
+    ///
+    /// Exits 0 when intact, 1 when an event was altered or removed.
+    Verify {
+        /// Database URL.
+        #[arg(
+            long,
+            env = "ICHIDO_DATABASE_URL",
+            default_value = "sqlite://ichido.db"
+        )]
+        database: String,
+    },
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// A domain for tooling that never opens a token secret (no master key needed).
+async fn tooling_domain(database: &str) -> anyhow::Result<Ichido> {
+    let store = ichido_store::open(database, &StoreOptions::default()).await?;
+    // Creating operators and reading the audit log never touch sealed secrets,
+    // so an ephemeral key serves and the real key file is left alone.
+    Ok(Ichido::new(
+        store,
+        Arc::new(SystemClock),
+        Policy::default(),
+        MasterKey::generate(),
+        Default::default(),
+    )?)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config, settings } => {
+            let file = match &config {
+                Some(path) => Settings::from_file(path)?,
+                None => Settings::default(),
+            };
+            let cfg = file.overlay(*settings).resolve()?;
+            init_logging(cfg.log_json);
+            for name in unknown_env_names() {
+                tracing::warn!(%name, "unknown ICHIDO_* environment variable ignored");
+            }
+            tracing::debug!(config = ?cfg, "configuration");
+            ichido_server::serve::run(cfg).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Operator {
+            command: OperatorCommand::Create { name, database },
+        } => {
+            init_logging(false);
+            let ichido = tooling_domain(&database).await?;
+            let (_op, key) = ichido
+                .create_operator(&name)
+                .await
+                .context("cannot create the operator")?;
+            println!("{}", key.0.as_str());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { database },
+        } => {
+            init_logging(false);
+            let ichido = tooling_domain(&database).await?;
+            let report = ichido
+                .verify_audit_chain(|n| eprint!("\rchecked {n} events"))
+                .await
+                .context("cannot read the audit log")?;
+            eprintln!();
+            match report.fault {
+                None => {
+                    println!("audit log intact: {} events", report.checked);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some(fault) => {
+                    println!(
+                        "audit log BROKEN after {} good events: {fault:?}",
+                        report.checked
+                    );
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        Command::Bench(args) => {
+            init_logging(false);
+            let clean = bench::run(*args).await?;
+            Ok(if clean {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Migrate { database } => {
+            init_logging(false);
+            ichido_store::open(&database, &StoreOptions::default())
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot open or migrate {}",
+                        ichido_store::redact_url(&database)
+                    )
+                })?;
+            println!("database is up to date");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ichido: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ichido: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
