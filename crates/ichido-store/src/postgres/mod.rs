@@ -20,6 +20,7 @@
 //! (native to sqlx); [`PgStore::open_in_schema`] creates a schema if missing and
 //! sets `search_path` on every pooled connection (used by the tests).
 
+mod batch;
 mod records;
 mod tokens;
 
@@ -50,6 +51,9 @@ const REGISTER_LOCK: i32 = 0x0072_6567;
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// The group-commit writers of acceptances, failure counts and lone
+    /// audit records (see [`batch`]).
+    batch: batch::Batcher,
 }
 
 impl PgStore {
@@ -115,7 +119,8 @@ impl PgStore {
             .run(&pool)
             .await
             .map_err(|e| OpenError::Migrate(e.to_string()))?;
-        Ok(Self { pool })
+        let batch = batch::Batcher::start(pool.clone());
+        Ok(Self { pool, batch })
     }
 
     async fn write(&self) -> StoreResult<sqlx::Transaction<'static, Postgres>> {

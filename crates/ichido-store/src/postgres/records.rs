@@ -12,9 +12,7 @@ use crate::rows::{db_err, AuditRow, SessionRow, TransactionRow};
 #[async_trait]
 impl AuditStore for PgStore {
     async fn append_audit(&self, audit: AuditRecord) -> StoreResult<()> {
-        let mut tx = self.write().await?;
-        append(&mut tx, &[audit]).await?;
-        tx.commit().await.map_err(db_err)
+        self.batch.append_audit(audit).await
     }
 
     async fn audit_events(&self, f: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {

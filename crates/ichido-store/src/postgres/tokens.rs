@@ -1,17 +1,13 @@
 //! [`TokenStore`] on PostgreSQL: every change is one conditional `UPDATE`, whose
 //! row lock decides between concurrent callers; the audit records follow it in
-//! the same transaction.
-
-use std::str::FromStr;
+//! the same transaction. Acceptances and failure counts go through the
+//! group-commit writers of [`super::batch`].
 
 use async_trait::async_trait;
 use ichido_domain::audit::AuditRecord;
-use ichido_domain::error::StoreError;
 use ichido_domain::ids::TokenId;
 use ichido_domain::model::{Token, TokenState};
-use ichido_domain::store::{
-    Accept, Acceptance, FailureCount, StoreResult, TokenChange, TokenStore,
-};
+use ichido_domain::store::{Accept, FailureCount, StoreResult, TokenChange, TokenStore};
 
 use super::{append, lock_user, PgStore};
 use crate::rows::{db_err, state_list, to_i64, TokenRow};
@@ -118,50 +114,7 @@ impl TokenStore for PgStore {
     }
 
     async fn accept(&self, token_id: &TokenId, a: Accept, audit: AuditRecord) -> StoreResult<bool> {
-        let mut tx = self.write().await?;
-        let changed = match a.acceptance {
-            Acceptance::Event { counter } => {
-                let next = to_i64(counter.saturating_add(1))?;
-                sqlx::query(
-                    "UPDATE tokens SET counter = $1, failures = 0, state = $2, updated_at = $3,
-                            activated_at = COALESCE(activated_at, $3)
-                     WHERE token_id = $4 AND state = $5 AND counter <= $6",
-                )
-                .bind(next)
-                .bind(a.to.as_str())
-                .bind(a.now)
-                .bind(token_id.as_str())
-                .bind(a.from.as_str())
-                .bind(to_i64(counter)?)
-                .execute(&mut *tx)
-                .await
-            }
-            Acceptance::Time { step, offset } => {
-                let step = to_i64(step)?;
-                sqlx::query(
-                    "UPDATE tokens SET last_step = $1, time_offset = $2, failures = 0, state = $3, updated_at = $4,
-                            activated_at = COALESCE(activated_at, $4)
-                     WHERE token_id = $5 AND state = $6 AND (last_step IS NULL OR last_step < $1)",
-                )
-                .bind(step)
-                .bind(offset)
-                .bind(a.to.as_str())
-                .bind(a.now)
-                .bind(token_id.as_str())
-                .bind(a.from.as_str())
-                .execute(&mut *tx)
-                .await
-            }
-        }
-        .map_err(db_err)?
-        .rows_affected();
-        if changed != 1 {
-            tx.rollback().await.map_err(db_err)?;
-            return Ok(false);
-        }
-        append(&mut tx, &[audit]).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(true)
+        self.batch.accept(token_id, a, audit).await
     }
 
     async fn record_failure(
@@ -172,54 +125,9 @@ impl TokenStore for PgStore {
         now: i64,
         audit: AuditRecord,
     ) -> StoreResult<Option<FailureCount>> {
-        let lock_to = if state == TokenState::Pending {
-            TokenState::Revoked
-        } else {
-            TokenState::Locked
-        };
-        let mut tx = self.write().await?;
-        let row: Option<(i64, String)> = sqlx::query_as(
-            "UPDATE tokens SET failures = failures + 1, updated_at = $1,
-                    state = CASE WHEN failures + 1 >= $2 THEN $3 ELSE state END,
-                    sealed_secret = CASE WHEN failures + 1 >= $2 AND $3 = 'revoked' THEN ''::bytea ELSE sealed_secret END
-             WHERE token_id = $4 AND state = $5
-             RETURNING failures, state",
-        )
-        .bind(now)
-        .bind(i64::from(threshold))
-        .bind(lock_to.as_str())
-        .bind(token_id.as_str())
-        .bind(state.as_str())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        let Some((failures, new_state)) = row else {
-            tx.rollback().await.map_err(db_err)?;
-            return Ok(None);
-        };
-        let new_state = TokenState::from_str(&new_state)
-            .map_err(|_| StoreError::Corrupt("token state".into()))?;
-        let mut records = vec![audit.clone()];
-        if new_state != state {
-            let mut lock = audit;
-            lock.actor = "system".into();
-            lock.action = if new_state == TokenState::Revoked {
-                "token.discard"
-            } else {
-                "token.lock"
-            };
-            lock.outcome = format!(
-                "{} after {failures} consecutive failures",
-                new_state.as_str()
-            );
-            records.push(lock);
-        }
-        append(&mut tx, &records).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(Some(FailureCount {
-            failures: u32::try_from(failures).unwrap_or(u32::MAX),
-            state: new_state,
-        }))
+        self.batch
+            .record_failure(token_id, state, threshold, now, audit)
+            .await
     }
 
     async fn change(
