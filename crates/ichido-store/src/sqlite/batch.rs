@@ -3,21 +3,20 @@
 //!
 //! One task per store takes the first queued job, begins one `BEGIN IMMEDIATE`
 //! transaction on the writer pool's connection, drains what else is queued
-//! (up to [`MAX_BATCH`]) and runs every job in arrival order inside its own
-//! `SAVEPOINT`, with exactly the statements of a lone write: the conditional
-//! `UPDATE` of an acceptance (so the first of two jobs with one code wins and
-//! the second changes no row) and the audit append chained inside the same
-//! transaction. A failing job is rolled back to its savepoint alone. Every
-//! reply — success, `false`, or a job's own error — is sent after `COMMIT`
-//! has returned; if anything at batch level fails (begin, savepoint
-//! bookkeeping, commit), every job of the batch gets `Unavailable`, never a
-//! success. The connection is held only for one batch, so other writers and
-//! in-memory readers queue on the pool as before. The task ends when the last
-//! sender (the last clone of the store) is dropped.
+//! (up to [`MAX_BATCH`]) and runs every job in arrival order with exactly the
+//! conditional `UPDATE` of a lone write (so the first of two jobs with one
+//! code wins and the second changes no row). The audit records of the jobs
+//! that changed a row are chained after the data writes, reading the chain's
+//! head once per batch, in the same transaction. Every reply is sent after
+//! `COMMIT` has returned; any error fails the whole batch (every job gets
+//! `Unavailable`, nothing of the batch is written, no code is spent without
+//! its reply). The connection is held only for one batch, so other writers
+//! and in-memory readers queue on the pool as before. The task ends when the
+//! last sender (the last clone of the store) is dropped.
 
 use std::str::FromStr;
 
-use ichido_domain::audit::AuditRecord;
+use ichido_domain::audit::{AuditRecord, GENESIS_HASH};
 use ichido_domain::error::StoreError;
 use ichido_domain::ids::TokenId;
 use ichido_domain::model::TokenState;
@@ -25,7 +24,6 @@ use ichido_domain::store::{Accept, Acceptance, FailureCount, StoreResult};
 use sqlx::{SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::append;
 use crate::rows::{db_err, to_i64};
 
 /// The most jobs one transaction holds.
@@ -178,104 +176,138 @@ async fn run(writer: SqlitePool, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let mut tx = match tx {
-            Ok(tx) => tx,
-            Err(e) => {
-                fail_all(batch.drain(..).map(|j| j.reply), &db_err(e));
-                continue;
-            }
+        let mut replies = Vec::with_capacity(batch.len());
+        let works: Vec<Work> = batch
+            .drain(..)
+            .map(|j| {
+                replies.push(j.reply);
+                j.work
+            })
+            .collect();
+        let written = match tx {
+            Ok(mut tx) => match write(&mut tx, works).await {
+                // Dropping the transaction on an error rolls it back.
+                Ok(outcomes) => tx.commit().await.map_err(db_err).map(|()| outcomes),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(db_err(e)),
         };
-        let mut done = Vec::with_capacity(batch.len());
-        let mut aborted = None;
-        let mut jobs = batch.drain(..);
-        for job in jobs.by_ref() {
-            match run_job(&mut tx, job.work).await {
-                Ok(r) => done.push((job.reply, r)),
-                Err(e) => {
-                    done.push((job.reply, Err(stopped())));
-                    aborted = Some(e);
-                    break;
-                }
-            }
-        }
-        let rest: Vec<Reply> = jobs.map(|j| j.reply).collect();
-        let committed = match aborted {
-            // Dropping the transaction rolls it back.
-            Some(e) => Err(e),
-            None => tx.commit().await.map_err(db_err),
-        };
-        match committed {
-            Ok(()) => {
-                tracing::trace!(jobs = done.len(), "batch committed");
-                for (reply, r) in done {
-                    reply.send(r);
+        match written {
+            Ok(outcomes) => {
+                tracing::trace!(jobs = outcomes.len(), "batch committed");
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    reply.send(outcome);
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, jobs = done.len() + rest.len(), "batch not committed");
-                fail_all(done.into_iter().map(|(r, _)| r).chain(rest), &e);
+                tracing::warn!(error = %e, jobs = replies.len(), "batch not committed");
+                for reply in replies {
+                    reply.send(Err(StoreError::Unavailable(format!(
+                        "batch not committed: {e}"
+                    ))));
+                }
             }
         }
     }
 }
 
-fn fail_all(replies: impl Iterator<Item = Reply>, e: &StoreError) {
-    for reply in replies {
-        reply.send(Err(StoreError::Unavailable(format!(
-            "batch not committed: {e}"
-        ))));
-    }
-}
-
-/// Runs one job inside its own savepoint. `Ok(Err(_))` is the job's own
-/// failure, rolled back alone; `Err(_)` means the batch cannot go on.
-async fn run_job(
+/// Runs every job inside the open transaction, then chains their audit
+/// records. The outer error aborts the batch; an inner one is a job's own
+/// refusal found before any SQL ran (a value out of range), answered alone.
+async fn write(
     conn: &mut SqliteConnection,
-    work: Work,
-) -> Result<StoreResult<Outcome>, StoreError> {
-    exec(conn, "SAVEPOINT job").await?;
-    let r = match work {
-        Work::Accept {
-            token_id,
-            accept: a,
-            audit,
-        } => accept(conn, &token_id, a, &audit)
-            .await
-            .map(Outcome::Accept),
-        Work::Failure {
-            token_id,
-            state,
-            threshold,
-            now,
-            audit,
-        } => record_failure(conn, &token_id, state, threshold, now, audit)
-            .await
-            .map(Outcome::Failure),
-        Work::Audit(audit) => append(conn, &audit).await.map(|()| Outcome::Audit),
-    };
-    if r.is_err() {
-        exec(conn, "ROLLBACK TO job").await?;
+    works: Vec<Work>,
+) -> StoreResult<Vec<StoreResult<Outcome>>> {
+    let mut outcomes = Vec::with_capacity(works.len());
+    let mut records = Vec::with_capacity(works.len());
+    for work in works {
+        let outcome = match work {
+            Work::Accept {
+                token_id,
+                accept: a,
+                audit,
+            } => match accept(conn, &token_id, a).await? {
+                Ok(won) => {
+                    if won {
+                        records.push(audit);
+                    }
+                    Ok(Outcome::Accept(won))
+                }
+                Err(e) => Err(e),
+            },
+            Work::Failure {
+                token_id,
+                state,
+                threshold,
+                now,
+                audit,
+            } => record_failure(conn, &token_id, state, threshold, now, audit, &mut records)
+                .await
+                .map(|c| Ok(Outcome::Failure(c)))?,
+            Work::Audit(audit) => {
+                records.push(audit);
+                Ok(Outcome::Audit)
+            }
+        };
+        outcomes.push(outcome);
     }
-    exec(conn, "RELEASE job").await?;
-    Ok(r)
+    append_all(conn, &records).await?;
+    Ok(outcomes)
 }
 
-async fn exec(conn: &mut SqliteConnection, sql: &str) -> StoreResult<()> {
-    sqlx::query(sql).execute(&mut *conn).await.map_err(db_err)?;
+/// Chains `records` in order after the chain's head, read once.
+async fn append_all(conn: &mut SqliteConnection, records: &[AuditRecord]) -> StoreResult<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let last: Option<(i64, String)> =
+        sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_err)?;
+    let (mut seq, mut prev) = match last {
+        Some((s, h)) => (s + 1, h),
+        None => (1, GENESIS_HASH.to_owned()),
+    };
+    for r in records {
+        let hash = r.hash_after(&prev, seq);
+        sqlx::query(
+            "INSERT INTO audit_events (seq, at, actor, action, contract_no, user_id, token_id, outcome, prev_hash, hash)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(seq)
+        .bind(r.at)
+        .bind(&r.actor)
+        .bind(r.action)
+        .bind(&r.contract_no)
+        .bind(&r.user_id)
+        .bind(&r.token_id)
+        .bind(&r.outcome)
+        .bind(&prev)
+        .bind(&hash)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        seq += 1;
+        prev = hash;
+    }
     Ok(())
 }
 
-/// The conditional write of an acceptance and its audit record; `false` when
-/// the code was already used (no row changed, nothing written).
+/// The conditional write of an acceptance: `true` when it changed the row,
+/// `false` when the code was already used (nothing written). The inner
+/// error is a value out of range, found before any SQL ran.
 async fn accept(
     conn: &mut SqliteConnection,
     token_id: &TokenId,
     a: Accept,
-    audit: &AuditRecord,
-) -> StoreResult<bool> {
+) -> StoreResult<StoreResult<bool>> {
     let changed = match a.acceptance {
         Acceptance::Event { counter } => {
-            let next = to_i64(counter.saturating_add(1))?;
+            let (next, counter) = match (to_i64(counter.saturating_add(1)), to_i64(counter)) {
+                (Ok(n), Ok(c)) => (n, c),
+                (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
+            };
             sqlx::query(
                 "UPDATE tokens SET counter = ?, failures = 0, state = ?, updated_at = ?,
                         activated_at = COALESCE(activated_at, ?)
@@ -287,12 +319,15 @@ async fn accept(
             .bind(a.now)
             .bind(token_id.as_str())
             .bind(a.from.as_str())
-            .bind(to_i64(counter)?)
+            .bind(counter)
             .execute(&mut *conn)
             .await
         }
         Acceptance::Time { step, offset } => {
-            let step = to_i64(step)?;
+            let step = match to_i64(step) {
+                Ok(s) => s,
+                Err(e) => return Ok(Err(e)),
+            };
             sqlx::query(
                 "UPDATE tokens SET last_step = ?, time_offset = ?, failures = 0, state = ?, updated_at = ?,
                         activated_at = COALESCE(activated_at, ?)
@@ -312,15 +347,12 @@ async fn accept(
     }
     .map_err(db_err)?
     .rows_affected();
-    if changed != 1 {
-        return Ok(false);
-    }
-    append(conn, audit).await?;
-    Ok(true)
+    Ok(Ok(changed == 1))
 }
 
 /// Counts one failure of a token in `state`, locking (or discarding a pending
-/// token) at `threshold`; `None` when the token is no longer in `state`.
+/// token) at `threshold`, and queues its audit records; `None` when the token
+/// is no longer in `state` (nothing written).
 async fn record_failure(
     conn: &mut SqliteConnection,
     token_id: &TokenId,
@@ -328,6 +360,7 @@ async fn record_failure(
     threshold: u32,
     now: i64,
     audit: AuditRecord,
+    records: &mut Vec<AuditRecord>,
 ) -> StoreResult<Option<FailureCount>> {
     let lock_to = if state == TokenState::Pending {
         TokenState::Revoked
@@ -354,9 +387,8 @@ async fn record_failure(
     };
     let new_state =
         TokenState::from_str(&new_state).map_err(|_| StoreError::Corrupt("token state".into()))?;
-    append(conn, &audit).await?;
     if new_state != state {
-        let mut lock = audit;
+        let mut lock = audit.clone();
         lock.actor = "system".into();
         lock.action = if new_state == TokenState::Revoked {
             "token.discard"
@@ -367,7 +399,10 @@ async fn record_failure(
             "{} after {failures} consecutive failures",
             new_state.as_str()
         );
-        append(conn, &lock).await?;
+        records.push(audit);
+        records.push(lock);
+    } else {
+        records.push(audit);
     }
     Ok(Some(FailureCount {
         failures: u32::try_from(failures).unwrap_or(u32::MAX),
