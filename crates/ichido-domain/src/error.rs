@@ -59,6 +59,13 @@ pub enum DomainError {
     /// A bug or corrupt data: logged in full, answered as `unavailable`.
     #[error("internal error: {0}")]
     Internal(String),
+    /// One entry of a bulk request was refused (the whole request with it):
+    /// answered with the entry's own code, its message naming the entry.
+    #[error("entries[{index}]: {source}")]
+    Entry {
+        index: usize,
+        source: Box<DomainError>,
+    },
 }
 
 impl DomainError {
@@ -83,6 +90,17 @@ impl DomainError {
             Self::UserLocked => "user_locked",
             Self::RateLimited => "rate_limited",
             Self::Unavailable | Self::Internal(_) => "unavailable",
+            Self::Entry { source, .. } => source.code(),
+        }
+    }
+}
+
+impl DomainError {
+    /// This error, as the answer about entry `index` of a bulk request.
+    pub fn at_entry(self, index: usize) -> Self {
+        DomainError::Entry {
+            index,
+            source: Box::new(self),
         }
     }
 }

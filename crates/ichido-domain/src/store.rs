@@ -171,6 +171,34 @@ pub trait TokenStore: Send + Sync {
         -> StoreResult<u64>;
 }
 
+/// One user of a bulk import, with its token if it brought one.
+pub struct ImportRecord {
+    pub user: User,
+    pub token: Option<Token>,
+}
+
+/// Why the store refused a bulk import; the index is the record's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportConflict {
+    /// The user exists already.
+    UserExists(usize),
+    /// The token ID is taken: a random collision, to retry with another ID.
+    TokenIdTaken(usize),
+}
+
+#[async_trait]
+pub trait ImportStore: Send + Sync {
+    /// Inserts every user and token, and `audit` (in order, after them), in one
+    /// transaction: all or nothing. Users must not exist yet; their contracts
+    /// must. `Ok(Err(_))` names the first record that could not be inserted,
+    /// and nothing was written.
+    async fn import(
+        &self,
+        records: &[ImportRecord],
+        audit: &[AuditRecord],
+    ) -> StoreResult<Result<(), ImportConflict>>;
+}
+
 #[async_trait]
 pub trait AuditStore: Send + Sync {
     /// Appends one record on its own (decisions that change no other state).
@@ -238,6 +266,7 @@ pub trait Store:
     DirectoryStore
     + PasswordLockStore
     + TokenStore
+    + ImportStore
     + SessionStore
     + TransactionStore
     + AuditStore
@@ -249,6 +278,7 @@ impl<T> Store for T where
     T: DirectoryStore
         + PasswordLockStore
         + TokenStore
+        + ImportStore
         + SessionStore
         + TransactionStore
         + AuditStore

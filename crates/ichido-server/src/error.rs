@@ -84,6 +84,7 @@ pub fn status_of(e: &DomainError) -> StatusCode {
         DomainError::TokenLocked | DomainError::UserLocked => StatusCode::LOCKED,
         DomainError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         DomainError::Unavailable | DomainError::Internal(_) => StatusCode::SERVICE_UNAVAILABLE,
+        DomainError::Entry { source, .. } => status_of(source),
     }
 }
 

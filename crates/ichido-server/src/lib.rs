@@ -22,7 +22,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use crate::limits::{Limits, RateSettings};
 use crate::metrics::Metrics;
 
-/// The largest request body accepted, in bytes.
+/// The largest request body accepted, in bytes (except `POST /api/v1/import`).
 pub const BODY_LIMIT: usize = 16 * 1024;
 
 /// What every handler shares.
@@ -89,19 +89,29 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             api::limit_by_address,
         ));
-    Router::new()
+    let small_bodies = Router::new()
         .nest("/api/v1", operator_api.merge(customer_api))
         .route("/healthz", get(service::healthz))
         .route("/metrics", get(service::metrics))
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT));
+    // Bulk import alone takes large bodies (1,000 entries per request).
+    let bulk = Router::new()
+        .route("/api/v1/import", post(api::import::import))
+        .layer(RequestBodyLimitLayer::new(api::import::IMPORT_BODY_LIMIT))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            api::import::IMPORT_BODY_LIMIT,
+        ));
+    Router::new()
+        .merge(small_bodies)
+        .merge(bulk)
         .fallback(error::not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state.metrics),
             metrics::track,
         ))
-        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(axum::middleware::map_response(json_payload_too_large))
-        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{customer, operator, service, session, views};
+use crate::api::{customer, import, operator, service, session, views};
 use crate::error::{ErrorBody, ErrorDetail};
 
 #[derive(OpenApi)]
@@ -13,7 +13,7 @@ use crate::error::{ErrorBody, ErrorDetail};
     paths(
         operator::create_contract, operator::create_user, operator::get_user, operator::unlock_user,
         operator::suspend, operator::resume, operator::unlock_token, operator::revoke, operator::audit,
-        operator::validate,
+        operator::validate, import::import,
         customer::register, customer::activate, customer::resync,
         session::login, session::logout, session::create_transaction, session::list_transactions,
         session::get_transaction, session::approve,
@@ -26,6 +26,8 @@ use crate::error::{ErrorBody, ErrorDetail};
         views::OtpBody, views::StateResponse, views::ResyncBody, service::Health,
         views::LoginBody, views::LoginResponse, views::LogoutResponse, views::TransactionBody,
         views::TransactionView, views::TransactionList, views::ApproveBody,
+        import::ImportBody, import::ImportEntryBody, import::ImportTokenBody, import::ImportResponse,
+        import::ImportedView,
     )),
     modifiers(&Security),
     tags(

@@ -7,6 +7,7 @@
 //! changes no row and is told so.
 
 mod batch;
+mod import;
 
 use std::str::FromStr;
 

@@ -10,10 +10,13 @@
 #[macro_use]
 #[path = "services/harness.rs"]
 mod harness;
+#[path = "services/import.rs"]
+mod import;
 
 use std::sync::Arc;
 
 use harness::*;
+use import::*;
 use ichido_domain::audit::AuditFilter;
 use ichido_domain::model::{TokenKind, TokenState};
 use ichido_domain::seal::MasterKey;
@@ -1664,6 +1667,9 @@ conformance! {
         every_decision_is_audited_without_secrets_and_the_chain_verifies,
         master_key_check_refuses_a_different_key_on_the_same_store,
         token_secrets_are_stored_only_sealed,
+        import_creates_users_and_active_tokens_that_validate,
+        import_is_all_or_nothing_and_names_the_bad_entry,
+        import_store_names_a_taken_user_or_token_id_and_writes_nothing,
     ];
     multi: [
         an_event_code_is_accepted_exactly_once_under_concurrency,

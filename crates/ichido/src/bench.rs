@@ -1,7 +1,10 @@
-//! `ichido bench`: the project's load generator. Creates tokens through the
-//! API, then drives `POST /api/v1/validate` with fresh codes and reports
-//! throughput and latency. It checks what it measures: a 200 for a code it
-//! knows to be wrong, or a second 200 for one code, is a correctness failure.
+//! `ichido bench`: the project's load generator. Creates users and tokens
+//! through the bulk import API (secrets made here, 1,000 per request), then
+//! drives `POST /api/v1/validate` with fresh codes, each token owned by one
+//! worker so its codes arrive in order, and reports validations/s, latency
+//! percentiles and errors by code. It checks what it measures: a 200 for a
+//! code it knows to be wrong, or a second 200 for one code, is a correctness
+//! failure, reported loudly and with exit status 1.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
+use ichido_domain::password::{PasswordParams, Passwords};
 use ichido_otp::{base32, time_step, Algorithm, Digits, Key};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
@@ -37,7 +41,7 @@ pub struct BenchArgs {
     /// Operator API key (from `ichido operator create`).
     #[arg(long, env = "ICHIDO_OPERATOR_KEY", hide_env_values = true)]
     key: String,
-    /// Tokens to create before the run.
+    /// Tokens to create before the run (imported 1,000 per request; a million works).
     #[arg(long, default_value_t = 100)]
     tokens: usize,
     /// Concurrent connections.
@@ -54,7 +58,9 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value = "valid")]
     mode: Mode,
     /// Failure path: after this many wrong codes a token gets one right code,
-    /// so it stays below the lock threshold (right codes are not counted).
+    /// so it stays below the lock threshold (right codes are not measured).
+    /// Keep it below the server's --token-lock-threshold (5 by default); raise
+    /// both (e.g. threshold 100, --reset-every 99) to measure wrong codes alone.
     #[arg(long, default_value_t = 4)]
     reset_every: u32,
     /// Resend an accepted code every N validations; it must be refused.
@@ -65,15 +71,28 @@ pub struct BenchArgs {
     json: bool,
 }
 
+/// One bench token, compact (56 bytes, so a million fit in ~56 MB): the key
+/// schedule is derived from the secret at each use, which costs about a
+/// microsecond of the client's time.
 struct BenchToken {
-    kind: Kind,
-    token_id: String,
-    key: Key,
-    /// Event: the next counter to use. Time: the last step used.
+    token_id: [u8; 12],
+    secret: [u8; SECRET_LEN],
+    /// Event: the next counter to use. Time: the last step used (0 = none yet).
     position: u64,
-    last_accepted: Option<String>,
+    /// The last code the server accepted (for replay probes).
+    last_accepted: Option<u32>,
     wrong_sent: u32,
 }
+
+/// Bytes of each bench secret (160 bits, as RFC 4226 recommends).
+const SECRET_LEN: usize = 20;
+/// Entries per import request (the server's maximum).
+const IMPORT_BATCH: usize = 1000;
+/// Import requests in flight at once.
+const IMPORTS_IN_FLIGHT: usize = 4;
+/// The bench users' passwords (each hashed once, locally).
+const BENCH_LOGIN_PASSWORD: &str = "bench-login-password";
+const BENCH_TX_PASSWORD: &str = "bench-transaction-password";
 
 #[derive(Default)]
 struct WorkerResult {
@@ -107,79 +126,120 @@ async fn post(
     Ok((status, body))
 }
 
-/// Creates one user and an activated token for it.
-async fn create_token(
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Event => "event",
+        Kind::Time => "time",
+    }
+}
+
+/// Creates `args.tokens` users with active tokens through `POST /api/v1/import`:
+/// secrets made here, the two passwords hashed once, 1,000 entries per request
+/// with a few requests in flight.
+async fn create_tokens(
     client: &reqwest::Client,
-    args: &BenchArgs,
+    args: &Arc<BenchArgs>,
     contract: &str,
-    i: usize,
-) -> anyhow::Result<BenchToken> {
-    let api = format!("{}/api/v1", args.url);
-    let password = format!("bench-password-{i}");
-    let user = format!("u{i}");
-    let (s, b) = post(
-        client,
-        &format!("{api}/contracts/{contract}/users"),
-        Some(&args.key),
-        &json!({"user_id": user, "name": "bench", "role": "approver", "login_password": password, "transaction_password": format!("bench-tx-{i}-x")}),
-    )
-    .await?;
-    if s != 201 {
-        bail!("creating user {user}: {s} {b}");
-    }
-    let kind = if args.kind == Kind::Event {
-        "event"
-    } else {
-        "time"
-    };
-    let (s, b) = post(client, &format!("{api}/registrations"), None, &json!({"contract_no": contract, "user_id": user, "login_password": password, "kind": kind})).await?;
-    if s != 201 {
-        bail!("registering {user}: {s} {b}");
-    }
-    let secret = base32::decode(b["secret"].as_str().unwrap_or_default()).context("secret")?;
-    let algorithm: Algorithm = b["algorithm"]
-        .as_str()
-        .unwrap_or("SHA1")
-        .parse()
-        .context("algorithm")?;
-    let digits = Digits::new(u8::try_from(b["digits"].as_u64().unwrap_or(6)).unwrap_or(6))
-        .context("digits")?;
-    if digits != Digits::SIX {
-        bail!("the bench expects 6-digit tokens");
-    }
-    let key = Key::new(algorithm, &secret).context("key")?;
-    let token_id = b["token_id"].as_str().unwrap_or_default().to_owned();
-    let (first, position) = match args.kind {
-        Kind::Event => (key.hotp(0, digits), 1),
-        Kind::Time => {
-            let now = unix_now();
-            (key.totp(now, 30, digits), time_step(now, 30))
-        }
-    };
-    let (s, b) = post(
-        client,
-        &format!("{api}/registrations/{token_id}/activate"),
-        None,
-        &json!({"otp": first.to_string()}),
-    )
-    .await?;
-    if s != 200 {
-        bail!("activating {token_id}: {s} {b}");
-    }
-    Ok(BenchToken {
-        kind: args.kind,
-        token_id,
-        key,
-        position,
-        last_accepted: None,
-        wrong_sent: 0,
+) -> anyhow::Result<Vec<BenchToken>> {
+    let (login_hash, tx_hash) = tokio::task::spawn_blocking(|| {
+        let p = Passwords::new(PasswordParams::default())?;
+        Ok::<_, ichido_domain::DomainError>((
+            p.hash("login_password", BENCH_LOGIN_PASSWORD)?,
+            p.hash("transaction_password", BENCH_TX_PASSWORD)?,
+        ))
     })
+    .await??;
+    let (login_hash, tx_hash) = (Arc::new(login_hash), Arc::new(tx_hash));
+    let mut tokens: Vec<BenchToken> = (0..args.tokens)
+        .map(|_| BenchToken {
+            token_id: [0; 12],
+            secret: rand::random(),
+            position: 0,
+            last_accepted: None,
+            wrong_sent: 0,
+        })
+        .collect();
+    let bar = ProgressBar::new(args.tokens as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "importing tokens {bar:40} {pos}/{len} ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let url = format!("{}/api/v1/import", args.url);
+    let mut in_flight = tokio::task::JoinSet::new();
+    let mut next = 0usize;
+    loop {
+        while next < tokens.len() && in_flight.len() < IMPORTS_IN_FLIGHT {
+            let end = (next + IMPORT_BATCH).min(tokens.len());
+            let entries: Vec<Value> = (next..end)
+                .map(|i| {
+                    let mut token = json!({"kind": kind_name(args.kind), "secret": base32::encode(&tokens[i].secret)});
+                    if args.kind == Kind::Event {
+                        token["counter"] = json!(0);
+                    }
+                    json!({
+                        "contract_no": contract, "user_id": format!("u{i}"), "name": "bench",
+                        "role": "approver", "login_password_hash": *login_hash,
+                        "transaction_password_hash": *tx_hash, "token": token,
+                    })
+                })
+                .collect();
+            let body = json!({ "entries": entries });
+            let (client, url, key) = (client.clone(), url.clone(), args.key.clone());
+            let start = next;
+            in_flight.spawn(async move {
+                let (s, b) = post(&client, &url, Some(&key), &body).await?;
+                if s != 201 {
+                    bail!("importing tokens {start}..: {s} {b}");
+                }
+                let ids: Vec<String> = b["entries"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|e| e["token_id"].as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Ok((start, ids))
+            });
+            next = end;
+        }
+        let Some(done) = in_flight.join_next().await else {
+            break;
+        };
+        let (start, ids) = done??;
+        for (j, id) in ids.iter().enumerate() {
+            let slot = tokens
+                .get_mut(start + j)
+                .context("the server answered more token IDs than entries sent")?;
+            slot.token_id = id
+                .as_bytes()
+                .try_into()
+                .context("the server answered a malformed token ID")?;
+        }
+        bar.inc(ids.len() as u64);
+    }
+    bar.finish_and_clear();
+    if let Some(i) = tokens.iter().position(|t| t.token_id == [0; 12]) {
+        bail!("the server answered no token ID for entry {i}");
+    }
+    Ok(tokens)
 }
 
 impl BenchToken {
+    /// The HMAC key schedule; fails only for an empty secret, which these never are.
+    fn key(&self) -> Result<Key, ichido_otp::OtpError> {
+        Key::new(Algorithm::Sha1, &self.secret)
+    }
+
+    fn id(&self) -> &str {
+        std::str::from_utf8(&self.token_id).unwrap_or("?")
+    }
+
     /// The next right code, or `None` if a time token has no fresh step yet.
-    fn next_right(&mut self) -> Option<String> {
-        match self.kind {
+    fn next_right(&mut self, kind: Kind, key: &Key) -> Option<u32> {
+        match kind {
             Kind::Time => {
                 let now_step = time_step(unix_now(), 30);
                 // Within the ±1 window: the current step, or the next one.
@@ -190,32 +250,40 @@ impl BenchToken {
                 };
                 self.position = step;
                 // A TOTP code is the HOTP code of its time step.
-                Some(self.key.hotp(step, Digits::SIX).to_string())
+                Some(key.hotp(step, Digits::SIX).value())
             }
             Kind::Event => {
                 let c = self.position;
                 self.position = c + 1;
-                Some(self.key.hotp(c, Digits::SIX).to_string())
+                Some(key.hotp(c, Digits::SIX).value())
             }
         }
     }
 
-    /// A code known to be wrong: matches nothing the server could accept or call a replay.
-    fn wrong(&self, salt: u64) -> String {
-        let lo = self.position.saturating_sub(12);
-        let hi = self.position.saturating_add(12);
-        let window: Vec<String> = (lo..=hi)
-            .map(|c| self.key.hotp(c, Digits::SIX).to_string())
+    /// A code known to be wrong: none of the codes the server could accept or
+    /// call a replay (12 either side of where the token stands).
+    fn wrong(&self, kind: Kind, key: &Key, salt: u32) -> u32 {
+        let centre = match kind {
+            Kind::Event => self.position,
+            Kind::Time => self.position.max(time_step(unix_now(), 30)),
+        };
+        let window: Vec<u32> = (centre.saturating_sub(12)..=centre.saturating_add(12))
+            .map(|c| key.hotp(c, Digits::SIX).value())
             .collect();
         let mut candidate = salt % 1_000_000;
-        loop {
-            let s = format!("{candidate:06}");
-            if !window.contains(&s) {
-                return s;
-            }
+        while window.contains(&candidate) {
             candidate = (candidate + 1) % 1_000_000;
         }
+        candidate
     }
+}
+
+fn correctness_failure(r: &mut WorkerResult, what: &str, token: &BenchToken) {
+    r.correctness_failures += 1;
+    eprintln!(
+        "!!! CORRECTNESS FAILURE: {what} for token {} !!!",
+        token.id()
+    );
 }
 
 async fn worker(
@@ -229,20 +297,24 @@ async fn worker(
     let mut i = 0usize;
     let mut sent = 0u64;
     let mut idle_rounds = 0usize;
+    let (mode, kind, key, probe_every) = (args.mode, args.kind, &args.key, args.replay_probe_every);
     while !stop.load(Ordering::Relaxed) && !tokens.is_empty() {
         let n = tokens.len();
         let t = &mut tokens[i % n];
         i = i.wrapping_add(1);
-        let (mode, key, probe_every) = (args.mode, &args.key, args.replay_probe_every);
+        let Ok(hmac) = t.key() else {
+            *r.errors.entry("client_key".into()).or_default() += 1;
+            continue;
+        };
         let wrong = mode == Mode::Wrong && t.wrong_sent < args.reset_every;
         let otp = if wrong {
             t.wrong_sent += 1;
-            Some(t.wrong(rand::random::<u64>()))
+            Some(t.wrong(kind, &hmac, rand::random::<u32>()))
         } else {
-            t.wrong_sent = 0;
-            t.next_right()
+            t.next_right(kind, &hmac)
         };
         let Some(otp) = otp else {
+            // A time token without a fresh step: try another one.
             idle_rounds += 1;
             if idle_rounds >= n {
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -250,31 +322,29 @@ async fn worker(
             }
             continue;
         };
+        if !wrong {
+            t.wrong_sent = 0;
+        }
         idle_rounds = 0;
-        let body = json!({"token_id": t.token_id, "otp": otp});
+        let body = json!({"token_id": t.id(), "otp": format!("{otp:06}")});
         let started = Instant::now();
         let res = post(&client, &url, Some(key), &body).await;
         let elapsed = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
+        // The failure path measures the wrong codes only; its right codes
+        // (which keep the token below the lock threshold) are extra.
         let measured = wrong || mode == Mode::Valid;
         match res {
-            Ok((200, _)) if wrong => {
-                r.correctness_failures += 1;
-                eprintln!(
-                    "CORRECTNESS FAILURE: a wrong code was accepted for {}",
-                    t.token_id
-                );
-            }
+            Ok((200, _)) if wrong => correctness_failure(&mut r, "a WRONG code was accepted", t),
             Ok((200, _)) => {
                 t.last_accepted = Some(otp);
                 if measured {
                     r.ok += 1;
                 }
             }
-            Ok((_, b)) => {
+            Ok((status, b)) => {
                 let code = b["error"]["code"]
                     .as_str()
-                    .unwrap_or("http_error")
-                    .to_owned();
+                    .map_or_else(|| format!("http_{status}"), str::to_owned);
                 if measured {
                     *r.errors.entry(code).or_default() += 1;
                 }
@@ -288,21 +358,11 @@ async fn worker(
         }
         sent += 1;
         if probe_every > 0 && sent.is_multiple_of(probe_every) {
-            if let Some(code) = t.last_accepted.clone() {
+            if let Some(code) = t.last_accepted {
                 r.extra_requests += 1;
-                if let Ok((200, _)) = post(
-                    &client,
-                    &url,
-                    Some(key),
-                    &json!({"token_id": t.token_id, "otp": code}),
-                )
-                .await
-                {
-                    r.correctness_failures += 1;
-                    eprintln!(
-                        "CORRECTNESS FAILURE: a code was accepted twice for {}",
-                        t.token_id
-                    );
+                let body = json!({"token_id": t.id(), "otp": format!("{code:06}")});
+                if let Ok((200, _)) = post(&client, &url, Some(key), &body).await {
+                    correctness_failure(&mut r, "a code was accepted TWICE", t);
                 }
             }
         }
@@ -323,8 +383,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<bool> {
         bail!("--tokens and --concurrency must be at least 1");
     }
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency)
-        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(args.concurrency.max(IMPORTS_IN_FLIGHT))
+        .timeout(Duration::from_secs(120))
         .build()?;
     let health = client
         .get(format!("{}/healthz", args.url))
@@ -346,33 +406,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<bool> {
         bail!("creating the bench contract: {s} {b}");
     }
 
-    let bar = ProgressBar::new(args.tokens as u64);
-    bar.set_style(
-        ProgressStyle::with_template("creating tokens {bar:40} {pos}/{len} ({per_sec}, eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
     let args = Arc::new(args);
-    let mut tokens = Vec::with_capacity(args.tokens);
-    let mut next = 0usize;
-    let parallel = args.concurrency.min(32);
-    while next < args.tokens {
-        let batch: Vec<_> = (next..(next + parallel).min(args.tokens))
-            .map(|i| {
-                let (client, args, contract) =
-                    (client.clone(), Arc::clone(&args), contract.clone());
-                tokio::spawn(async move { create_token(&client, &args, &contract, i).await })
-            })
-            .collect();
-        for h in batch {
-            tokens.push(h.await??);
-            bar.inc(1);
-        }
-        next += parallel;
-    }
-    bar.finish_and_clear();
+    let setup = Instant::now();
+    let tokens = create_tokens(&client, &args, &contract).await?;
+    let setup_secs = setup.elapsed().as_secs_f64();
+    eprintln!(
+        "imported {} {} tokens in {setup_secs:.1} s ({:.0}/s)",
+        tokens.len(),
+        kind_name(args.kind),
+        tokens.len() as f64 / setup_secs.max(1e-9)
+    );
 
     let workers = args.concurrency.min(tokens.len());
-    let mut shards: Vec<Vec<BenchToken>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut shards: Vec<Vec<BenchToken>> = (0..workers)
+        .map(|_| Vec::with_capacity(tokens.len() / workers + 1))
+        .collect();
+    // Each token belongs to one worker, so its codes arrive in order.
     for (i, t) in tokens.into_iter().enumerate() {
         shards[i % workers].push(t);
     }
@@ -413,16 +462,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<bool> {
         percentile(&total.latencies_us, 0.99),
         percentile(&total.latencies_us, 0.999),
     );
-    let mode = if args.mode == Mode::Valid {
-        "valid"
-    } else {
-        "wrong"
+    let mode = match args.mode {
+        Mode::Valid => "valid",
+        Mode::Wrong => "wrong",
     };
-    let kind = if args.kind == Kind::Event {
-        "event"
-    } else {
-        "time"
-    };
+    let kind = kind_name(args.kind);
     println!(
         "ichido bench: {kind} tokens, {mode} codes, {} tokens, {workers} connections, {secs:.1} s",
         args.tokens
@@ -432,12 +476,25 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<bool> {
         measured as u64, total.ok
     );
     println!("  latency ms      p50 {p50:.2}  p99 {p99:.2}  p99.9 {p999:.2}");
-    println!("  errors          {:?}", total.errors);
+    let errors = if total.errors.is_empty() {
+        "none".to_owned()
+    } else {
+        total
+            .errors
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("  errors by code  {errors}");
+    println!("  token import    {setup_secs:.1} s");
     if total.correctness_failures > 0 {
-        println!(
+        let banner = format!(
             "  !!! CORRECTNESS FAILURES: {} — the server accepted a wrong or replayed code !!!",
             total.correctness_failures
         );
+        println!("{banner}");
+        eprintln!("{banner}");
     } else {
         println!(
             "  correctness     no wrong or replayed code accepted ({} probes and resets)",
@@ -453,6 +510,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<bool> {
             "accepted": total.ok,
             "measured": measured as u64,
             "tokens": args.tokens, "concurrency": workers, "duration_secs": secs,
+            "setup_secs": setup_secs,
             "kind": kind, "mode": mode,
         });
         println!("{out}");

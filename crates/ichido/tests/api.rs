@@ -11,6 +11,8 @@ mod concurrency;
 mod faults;
 #[path = "api/flow.rs"]
 mod flow;
+#[path = "api/import.rs"]
+mod import;
 #[path = "api/input.rs"]
 mod input;
 #[path = "api/oathtool.rs"]

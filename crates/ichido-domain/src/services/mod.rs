@@ -4,6 +4,7 @@
 mod audit_log;
 mod check;
 mod directory;
+mod import;
 mod login;
 mod registration;
 mod resync;
@@ -24,6 +25,7 @@ use crate::store::Store;
 
 pub use audit_log::ChainReport;
 pub use directory::{NewUser, OperatorKey};
+pub use import::{check_password_hash, ImportEntry, ImportToken, Imported, MAX_IMPORT_ENTRIES};
 pub use login::{Authenticated, LoginOutcome};
 pub use registration::Registration;
 pub use transactions::NewTransaction;

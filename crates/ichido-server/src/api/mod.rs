@@ -2,6 +2,7 @@
 //! map the result. No rule of the validation center lives here.
 
 pub mod customer;
+pub mod import;
 pub mod operator;
 pub mod service;
 pub mod session;

@@ -21,6 +21,7 @@
 //! sets `search_path` on every pooled connection (used by the tests).
 
 mod batch;
+mod import;
 mod records;
 mod tokens;
 

@@ -1,0 +1,182 @@
+//! Bulk import on the real binary: 1,000 users with token seeds in one request
+//! (past the 16 KiB limit of other routes), all or nothing, the audit chain
+//! intact; and `ichido bench` creating its tokens through it.
+
+use std::process::Command;
+
+use ichido_domain::password::{PasswordParams, Passwords};
+use ichido_otp::{base32, Algorithm, Digits, Key};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::common::{assert_error, Server, BIN, PASSWORD};
+
+fn owasp_hash(password: &str) -> String {
+    Passwords::new(PasswordParams {
+        memory_kib: 19 * 1024,
+        iterations: 2,
+        parallelism: 1,
+    })
+    .unwrap()
+    .hash("password", password)
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_thousand_users_and_tokens_in_one_request_all_or_nothing() {
+    let server = Server::start(&[]);
+    let api = server.api("migration");
+    let (s, b) = api
+        .post(
+            "/contracts",
+            json!({"contract_no": "7000000001", "name": "Migrated Co"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (login, tx) = (owasp_hash(PASSWORD), owasp_hash("transaction-pw-1"));
+    let secrets: Vec<[u8; 20]> = (0..1000).map(|_| rand::random()).collect();
+    let entries: Vec<Value> = secrets
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            json!({
+                "contract_no": "7000000001", "user_id": format!("m{i}"), "name": "Migrated User",
+                "role": "approver", "login_password_hash": login, "transaction_password_hash": tx,
+                "token": {"kind": "event", "secret": base32::encode(s), "counter": 7}
+            })
+        })
+        .collect();
+
+    // One bad entry refuses the whole request, naming the entry, echoing no value.
+    let mut bad = entries.clone();
+    bad[999]["token"]["secret"] = json!("tooshort");
+    let (s, b) = api.post("/import", json!({"entries": bad})).await;
+    assert_error(&(s, b.clone()), 400, "invalid_request");
+    let msg = b["error"]["message"].as_str().unwrap();
+    assert!(msg.starts_with("entries[999]: token.secret"), "{msg}");
+    assert!(!msg.contains("tooshort"), "{msg}");
+    assert_error(
+        &api.get("/contracts/7000000001/users/m0").await,
+        404,
+        "not_found",
+    );
+
+    // All of them, in one request of ~0.5 MB.
+    let (s, b) = api.post("/import", json!({"entries": entries})).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(b["imported"], 1000);
+    let out = b["entries"].as_array().unwrap();
+    assert_eq!(out.len(), 1000);
+    for i in [0usize, 499, 999] {
+        assert_eq!(out[i]["user_id"], format!("m{i}"), "in request order");
+        let token_id = out[i]["token_id"].as_str().unwrap();
+        let key = Key::new(Algorithm::Sha1, &secrets[i]).unwrap();
+        let code = |c: u64| key.hotp(c, Digits::SIX).to_string();
+        assert_eq!(api.validate(token_id, &code(7)).await.0, StatusCode::OK);
+        assert_error(&api.validate(token_id, &code(7)).await, 401, "otp_replayed");
+        let (s, user) = api.get(&format!("/contracts/7000000001/users/m{i}")).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(user["token"]["token_id"], token_id);
+        assert_eq!(user["token"]["state"], "active");
+    }
+    // The imported login password works.
+    let (s, b) = api
+        .post_anon(
+            "/login",
+            json!({"contract_no": "7000000001", "user_id": "m0", "login_password": PASSWORD}),
+        )
+        .await;
+    assert_error(&(s, b), 401, "otp_required");
+
+    // Again: every user exists now.
+    let (s, b) = api
+        .post("/import", json!({"entries": [entries[3].clone()]}))
+        .await;
+    assert_error(&(s, b.clone()), 409, "conflict");
+    assert!(b["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("entries[0]"));
+
+    // Other routes keep their 16 KiB limit; import stops at 2 MiB.
+    let big_name = "x".repeat(20_000);
+    let (s, b) = api
+        .post(
+            "/contracts",
+            json!({"contract_no": "7000000002", "name": big_name}),
+        )
+        .await;
+    assert_error(&(s, b), 413, "invalid_request");
+    let huge: Vec<Value> = (0..8000).map(|_| entries[0].clone()).collect();
+    let (s, b) = api.post("/import", json!({"entries": huge})).await;
+    assert_error(&(s, b), 413, "invalid_request");
+
+    let audit = Command::new(BIN)
+        .args(["audit", "verify", "--database", &server.db_url])
+        .current_dir(server.dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&audit.stdout);
+    assert!(audit.status.success(), "{stdout}");
+    assert!(stdout.contains("audit log intact"), "{stdout}");
+    let (_, events) = api
+        .get("/audit?contract_no=7000000001&user_id=m999&limit=10")
+        .await;
+    let actions: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(
+        actions.contains(&"user.import") && actions.contains(&"token.import"),
+        "{actions:?}"
+    );
+}
+
+/// `ichido bench` imports its tokens, drives validations and reports as the
+/// issue asks: the last stdout line is one JSON object.
+#[tokio::test]
+async fn bench_imports_its_tokens_and_reports_json_on_the_last_line() {
+    let server = Server::start(&["--rate-limit-per-address", "0"]);
+    let key = server.operator_key("bench");
+    for mode in ["valid", "wrong"] {
+        let out = tokio::process::Command::new(BIN)
+            .args([
+                "bench",
+                "--url",
+                &server.base,
+                "--tokens",
+                "2500",
+                "--concurrency",
+                "4",
+            ])
+            .args(["--duration", "1", "--mode", mode, "--json"])
+            .env("ICHIDO_OPERATOR_KEY", &key)
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        for field in ["validations_per_sec", "p50_ms", "p99_ms", "p999_ms"] {
+            assert!(last[field].is_number(), "{field}: {last}");
+        }
+        assert_eq!(last["correctness_failures"], 0, "{last}");
+        assert_eq!(last["tokens"], 2500);
+        assert!(last["errors"].is_object(), "{last}");
+        assert!(last["measured"].as_u64().unwrap() > 0, "{last}");
+        if mode == "wrong" {
+            assert!(
+                last["errors"]["invalid_otp"].as_u64().unwrap() > 0,
+                "{last}"
+            );
+        } else {
+            assert!(last["accepted"].as_u64().unwrap() > 0, "{last}");
+        }
+    }
+}
