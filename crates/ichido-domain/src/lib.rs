@@ -8,6 +8,7 @@ pub mod audit;
 pub mod clock;
 pub mod error;
 pub mod ids;
+pub mod keycache;
 pub mod model;
 pub mod password;
 pub mod policy;

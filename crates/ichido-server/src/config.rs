@@ -95,6 +95,8 @@ settings! {
     rate_limit_per_user: u32 = "ICHIDO_RATE_LIMIT_PER_USER",
     /// POST /validate: requests per second per client address; 0 = off [default: 0].
     rate_limit_validate_per_address: u32 = "ICHIDO_RATE_LIMIT_VALIDATE_PER_ADDRESS",
+    /// Tokens whose opened key is kept in memory (zeroized on eviction); 0 = off [default: 65536].
+    key_cache_size: usize = "ICHIDO_KEY_CACHE_SIZE",
 }
 
 /// Environment names read directly, outside [`Settings`].
@@ -246,6 +248,9 @@ impl Settings {
             password,
             store,
             rate,
+            key_cache_size: self
+                .key_cache_size
+                .unwrap_or(ichido_domain::keycache::DEFAULT_KEY_CACHE_CAPACITY),
         })
     }
 }
@@ -274,6 +279,7 @@ pub struct ServerConfig {
     pub password: PasswordParams,
     pub store: StoreOptions,
     pub rate: RateSettings,
+    pub key_cache_size: usize,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -286,6 +292,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("password", &self.password)
             .field("store", &self.store)
             .field("rate", &self.rate)
+            .field("key_cache_size", &self.key_cache_size)
             .finish()
     }
 }

@@ -98,7 +98,8 @@ pub async fn build(cfg: &ServerConfig) -> Result<Arc<Ichido>, ServeError> {
         key,
         cfg.password,
     )
-    .map_err(|e| ServeError::Domain(e.to_string()))?;
+    .map_err(|e| ServeError::Domain(e.to_string()))?
+    .with_key_cache(cfg.key_cache_size);
     ichido
         .check_master_key()
         .await

@@ -12,11 +12,12 @@
 mod harness;
 #[path = "services/import.rs"]
 mod import;
+#[path = "services/keys.rs"]
+mod keys;
 
 use std::sync::Arc;
 
 use harness::*;
-use import::*;
 use ichido_domain::audit::AuditFilter;
 use ichido_domain::model::{TokenKind, TokenState};
 use ichido_domain::seal::MasterKey;
@@ -26,6 +27,8 @@ use ichido_domain::{DomainError, FixedClock, Policy};
 use ichido_otp::uri::{KeyUri, OtpKind};
 use ichido_otp::{base32, Algorithm, Digits, Key};
 use ichido_store::{PgStore, StoreOptions};
+use import::*;
+use keys::*;
 use sqlx::{ConnectOptions, Connection};
 use std::str::FromStr;
 use tokio::sync::Barrier;
@@ -1670,6 +1673,7 @@ conformance! {
         import_creates_users_and_active_tokens_that_validate,
         import_is_all_or_nothing_and_names_the_bad_entry,
         import_store_names_a_taken_user_or_token_id_and_writes_nothing,
+        validation_keys_are_cached_and_revocation_forgets_them,
     ];
     multi: [
         an_event_code_is_accepted_exactly_once_under_concurrency,

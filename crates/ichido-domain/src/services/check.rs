@@ -4,6 +4,8 @@
 //! an accepted code (and every earlier one) is never accepted again; wrong codes
 //! and replays each count one failure, durably, toward the token lock.
 
+use std::sync::Arc;
+
 use ichido_otp::{time_step, verify_hotp, verify_totp, Code, HotpVerdict, Key, TotpVerdict};
 
 use super::{state_error, Actor, Ichido};
@@ -26,14 +28,18 @@ impl Ichido {
         })
     }
 
-    /// The HMAC key of a token, opened from its sealed secret.
-    pub(crate) fn token_key(&self, token: &Token) -> Result<Key, DomainError> {
-        let secret = self
-            .master
-            .open(&token.token_id, &token.sealed_secret)
-            .map_err(|e| DomainError::Internal(format!("token {}: {e}", token.token_id)))?;
-        Key::new(token.algorithm, &secret)
-            .map_err(|e| DomainError::Internal(format!("token {}: {e}", token.token_id)))
+    /// The HMAC key of a token: from the key cache, else opened from its
+    /// sealed secret (and cached, keyed by the sealed bytes it came from).
+    pub(crate) fn token_key(&self, token: &Token) -> Result<Arc<Key>, DomainError> {
+        self.keys
+            .get_or_open(&token.token_id, &token.sealed_secret, || {
+                let secret = self
+                    .master
+                    .open(&token.token_id, &token.sealed_secret)
+                    .map_err(|e| DomainError::Internal(format!("token {}: {e}", token.token_id)))?;
+                Key::new(token.algorithm, &secret)
+                    .map_err(|e| DomainError::Internal(format!("token {}: {e}", token.token_id)))
+            })
     }
 
     fn decide(&self, token: &Token, key: &Key, code: &Code) -> Verdict {

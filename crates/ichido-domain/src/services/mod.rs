@@ -17,6 +17,7 @@ use std::sync::Arc;
 use crate::audit::AuditRecord;
 use crate::clock::Clock;
 use crate::error::DomainError;
+use crate::keycache::{KeyCache, DEFAULT_KEY_CACHE_CAPACITY};
 use crate::model::Token;
 use crate::password::{PasswordParams, Passwords};
 use crate::policy::Policy;
@@ -61,6 +62,8 @@ pub struct Ichido {
     policy: Policy,
     master: MasterKey,
     passwords: Arc<Passwords>,
+    /// Opened token keys (see [`crate::keycache`]).
+    keys: KeyCache<ichido_otp::Key>,
 }
 
 impl Ichido {
@@ -79,7 +82,20 @@ impl Ichido {
             policy,
             master,
             passwords,
+            keys: KeyCache::new(DEFAULT_KEY_CACHE_CAPACITY),
         })
+    }
+
+    /// Caches the keys of at most `capacity` tokens (0: open every time).
+    #[must_use]
+    pub fn with_key_cache(mut self, capacity: usize) -> Self {
+        self.keys = KeyCache::new(capacity);
+        self
+    }
+
+    /// The cache of opened token keys.
+    pub fn key_cache(&self) -> &KeyCache<ichido_otp::Key> {
+        &self.keys
     }
 
     pub fn policy(&self) -> &Policy {

@@ -121,7 +121,12 @@ impl Ichido {
         user_id: &str,
     ) -> Result<Token, DomainError> {
         let token = self.live_token(contract_no, user_id).await?;
-        self.apply(actor, "token.revoke", token, TokenChange::Revoke)
-            .await
+        let id = token.token_id.clone();
+        let revoked = self
+            .apply(actor, "token.revoke", token, TokenChange::Revoke)
+            .await;
+        // Its key is never needed again: wipe it now rather than at eviction.
+        self.keys.forget(&id);
+        revoked
     }
 }
