@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace. Installs what the tests need on a Debian
-# machine first (oathtool for the cross-check, PostgreSQL for the store suite),
-# so it works on a fresh clone.
+# machine first (oathtool for the cross-check, PostgreSQL for the store suite,
+# Chromium, chromedriver and CJK fonts for the browser tests), so it works on a
+# fresh clone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,11 @@ apt_install() {
 
 missing=()
 command -v oathtool >/dev/null 2>&1 || missing+=(oathtool)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+# Japanese text in the screenshots of the browser tests.
+[ -d /usr/share/fonts/opentype/noto ] && ls /usr/share/fonts/opentype/noto | grep -q CJK ||
+  missing+=(fonts-noto-cjk)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   apt_install "${missing[@]}"

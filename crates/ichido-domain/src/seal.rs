@@ -72,16 +72,22 @@ impl MasterKey {
 
     /// Seals `secret` for `token_id`.
     pub fn seal(&self, token_id: &TokenId, secret: &[u8]) -> Result<Vec<u8>, SealError> {
+        self.seal_bound(token_id.as_str().as_bytes(), secret)
+    }
+
+    /// Opens a sealed secret of `token_id`; the plaintext is zeroized when dropped.
+    pub fn open(&self, token_id: &TokenId, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
+        self.open_bound(token_id.as_str().as_bytes(), sealed)
+    }
+
+    /// Seals `secret` bound to `aad` (a token ID, or `operator:NAME` for an
+    /// operator's console token: the two can never be confused, since token IDs
+    /// hold no `:`).
+    pub fn seal_bound(&self, aad: &[u8], secret: &[u8]) -> Result<Vec<u8>, SealError> {
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         let ct = self
             .cipher()
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: secret,
-                    aad: token_id.as_str().as_bytes(),
-                },
-            )
+            .encrypt(&nonce, Payload { msg: secret, aad })
             .map_err(|_| SealError::Seal)?;
         let mut out = Vec::with_capacity(1 + NONCE_LEN + ct.len());
         out.push(VERSION);
@@ -90,8 +96,8 @@ impl MasterKey {
         Ok(out)
     }
 
-    /// Opens a sealed secret of `token_id`; the plaintext is zeroized when dropped.
-    pub fn open(&self, token_id: &TokenId, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
+    /// Opens what [`MasterKey::seal_bound`] sealed with the same `aad`.
+    pub fn open_bound(&self, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
         if sealed.len() < 1 + NONCE_LEN + 16 || sealed[0] != VERSION {
             return Err(SealError::Open);
         }
@@ -101,7 +107,7 @@ impl MasterKey {
                 nonce,
                 Payload {
                     msg: &sealed[1 + NONCE_LEN..],
-                    aad: token_id.as_str().as_bytes(),
+                    aad,
                 },
             )
             .map(Zeroizing::new)

@@ -249,6 +249,85 @@ pub trait TransactionStore: Send + Sync {
     ) -> StoreResult<bool>;
 }
 
+/// An operator's console credentials: an argon2id password hash and a TOTP
+/// secret sealed under the master key (bound to `operator:NAME`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct OperatorCredentials {
+    pub name: String,
+    pub password_hash: String,
+    pub sealed_secret: Vec<u8>,
+    /// The last accepted TOTP step: codes at or before it are spent.
+    pub last_step: Option<u64>,
+    /// Sign-in attempts counted since the last success.
+    pub failures: u32,
+}
+
+impl std::fmt::Debug for OperatorCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorCredentials")
+            .field("name", &self.name)
+            .field("failures", &self.failures)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a console sign-in attempt may be checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperatorAttempt {
+    /// Counted; go on and check the password and the code.
+    Counted,
+    /// The operator has reached the failure threshold: refused unchecked.
+    Locked,
+    /// No such operator, or one without console credentials.
+    Unknown,
+}
+
+/// The operator console's sign-in (name, password, TOTP) and its sessions.
+#[async_trait]
+pub trait OperatorConsoleStore: Send + Sync {
+    async fn operator(&self, name: &str) -> StoreResult<Option<Operator>>;
+    /// Sets or replaces the operator's console credentials: failures and the
+    /// last step are cleared and the operator's console sessions end.
+    async fn set_operator_credentials(
+        &self,
+        name: &str,
+        password_hash: &str,
+        sealed_secret: &[u8],
+        now: i64,
+        audit: AuditRecord,
+    ) -> StoreResult<()>;
+    async fn operator_credentials(&self, name: &str) -> StoreResult<Option<OperatorCredentials>>;
+    /// Counts one attempt *before* anything is checked (so concurrent guesses
+    /// are bounded), unless `threshold` attempts are already counted.
+    async fn operator_attempt(&self, name: &str, threshold: u32) -> StoreResult<OperatorAttempt>;
+    /// The one conditional write of a sign-in: moves the last step to `step`
+    /// only if it is below it, clears the failures, opens the session and
+    /// removes expired ones. `false` if the step was already spent.
+    #[allow(clippy::too_many_arguments)]
+    async fn operator_sign_in(
+        &self,
+        name: &str,
+        step: u64,
+        id_hash: &[u8; 32],
+        now: i64,
+        expires_at: i64,
+        audit: AuditRecord,
+    ) -> StoreResult<bool>;
+    /// The operator of a live console session; its idle expiry moves to `expires_at`.
+    async fn touch_operator_session(
+        &self,
+        id_hash: &[u8; 32],
+        now: i64,
+        expires_at: i64,
+    ) -> StoreResult<Option<String>>;
+    /// Ends a console session. Returns whether it existed.
+    async fn delete_operator_session(
+        &self,
+        id_hash: &[u8; 32],
+        audit: AuditRecord,
+    ) -> StoreResult<bool>;
+}
+
 #[async_trait]
 pub trait MetaStore: Send + Sync {
     /// Stores `value` under `key` unless a value is there; returns the stored value.
@@ -272,6 +351,7 @@ pub trait Store:
     + AuditStore
     + MetaStore
     + HealthStore
+    + OperatorConsoleStore
 {
 }
 impl<T> Store for T where
@@ -284,5 +364,6 @@ impl<T> Store for T where
         + AuditStore
         + MetaStore
         + HealthStore
+        + OperatorConsoleStore
 {
 }

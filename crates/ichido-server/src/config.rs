@@ -97,6 +97,9 @@ settings! {
     rate_limit_validate_per_address: u32 = "ICHIDO_RATE_LIMIT_VALIDATE_PER_ADDRESS",
     /// Tokens whose opened key is kept in memory (zeroized on eviction); 0 = off [default: 65536].
     key_cache_size: usize = "ICHIDO_KEY_CACHE_SIZE",
+    /// Web pages: mark cookies Secure always (set when a TLS proxy is in front) [default: false;
+    /// cookies are Secure anyway when the proxy sends X-Forwarded-Proto: https].
+    cookie_secure: bool = "ICHIDO_COOKIE_SECURE",
 }
 
 /// Environment names read directly, outside [`Settings`].
@@ -105,6 +108,7 @@ pub const OTHER_ENV_NAMES: &[&str] = &[
     "ICHIDO_CONFIG",
     "ICHIDO_TOKEN_STORE",
     "ICHIDO_TOKEN_PASSPHRASE",
+    "ICHIDO_OPERATOR_PASSWORD",
 ];
 
 /// `ICHIDO_*` variables that no setting reads (likely typos).
@@ -251,6 +255,7 @@ impl Settings {
             key_cache_size: self
                 .key_cache_size
                 .unwrap_or(ichido_domain::keycache::DEFAULT_KEY_CACHE_CAPACITY),
+            cookie_secure: self.cookie_secure.unwrap_or(false),
         })
     }
 }
@@ -280,6 +285,7 @@ pub struct ServerConfig {
     pub store: StoreOptions,
     pub rate: RateSettings,
     pub key_cache_size: usize,
+    pub cookie_secure: bool,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -293,6 +299,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("store", &self.store)
             .field("rate", &self.rate)
             .field("key_cache_size", &self.key_cache_size)
+            .field("cookie_secure", &self.cookie_secure)
             .finish()
     }
 }

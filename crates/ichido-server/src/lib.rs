@@ -8,6 +8,7 @@ pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod serve;
+pub mod web;
 
 use std::sync::Arc;
 
@@ -31,6 +32,8 @@ pub struct AppState {
     pub ichido: Arc<Ichido>,
     pub metrics: Arc<Metrics>,
     pub limits: Arc<Limits>,
+    /// Web cookies always get `Secure` (the server is behind TLS).
+    pub secure_cookies: bool,
 }
 
 impl AppState {
@@ -44,7 +47,14 @@ impl AppState {
             ichido,
             metrics: Arc::new(Metrics::default()),
             limits: Arc::new(Limits::new(rate)),
+            secure_cookies: false,
         }
+    }
+
+    /// Sends web cookies with `Secure` whatever the request says.
+    pub fn with_secure_cookies(mut self, secure: bool) -> Self {
+        self.secure_cookies = secure;
+        self
     }
 }
 
@@ -91,6 +101,7 @@ pub fn app(state: AppState) -> Router {
         ));
     let small_bodies = Router::new()
         .nest("/api/v1", operator_api.merge(customer_api))
+        .merge(web::router(state.clone()))
         .route("/healthz", get(service::healthz))
         .route("/metrics", get(service::metrics))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))

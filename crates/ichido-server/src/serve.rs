@@ -117,7 +117,8 @@ pub async fn run(cfg: ServerConfig) -> Result<(), ServeError> {
             source,
         })?;
     let addr = listener.local_addr()?;
-    let state = AppState::with_limits(Arc::clone(&ichido), cfg.rate);
+    let state =
+        AppState::with_limits(Arc::clone(&ichido), cfg.rate).with_secure_cookies(cfg.cookie_secure);
     let sweeper = tokio::spawn(housekeeping(Arc::clone(&ichido), Arc::clone(&state.limits)));
     tracing::info!(%addr, database = %ichido_store::redact_url(&cfg.database), "ichido listening");
     println!("ichido listening on http://{addr}");

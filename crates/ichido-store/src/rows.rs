@@ -8,7 +8,7 @@ use ichido_domain::ids::TokenId;
 use ichido_domain::model::{Contract, Operator, Role, Token, TokenKind, TokenState, User};
 use ichido_otp::{Algorithm, Digits};
 
-fn corrupt(what: &str) -> StoreError {
+pub(crate) fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
 }
 

@@ -8,6 +8,7 @@
 
 mod batch;
 mod import;
+pub(crate) mod operators;
 
 use std::str::FromStr;
 

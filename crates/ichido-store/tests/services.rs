@@ -10,6 +10,8 @@
 #[macro_use]
 #[path = "services/harness.rs"]
 mod harness;
+#[path = "services/console.rs"]
+mod console;
 #[path = "services/import.rs"]
 mod import;
 #[path = "services/keys.rs"]
@@ -17,6 +19,7 @@ mod keys;
 
 use std::sync::Arc;
 
+use console::*;
 use harness::*;
 use ichido_domain::audit::AuditFilter;
 use ichido_domain::model::{TokenKind, TokenState};
@@ -1670,12 +1673,16 @@ conformance! {
         every_decision_is_audited_without_secrets_and_the_chain_verifies,
         master_key_check_refuses_a_different_key_on_the_same_store,
         token_secrets_are_stored_only_sealed,
+        console_sign_in_needs_password_and_a_fresh_code_and_opens_a_session,
+        console_failures_lock_until_the_credentials_are_reissued,
+        console_secret_is_stored_sealed_and_bound_to_the_operator,
         import_creates_users_and_active_tokens_that_validate,
         import_is_all_or_nothing_and_names_the_bad_entry,
         import_store_names_a_taken_user_or_token_id_and_writes_nothing,
         validation_keys_are_cached_and_revocation_forgets_them,
     ];
     multi: [
+        one_console_code_opens_one_session_under_concurrency,
         an_event_code_is_accepted_exactly_once_under_concurrency,
         a_time_code_is_accepted_exactly_once_under_concurrency,
         activation_and_resync_are_exactly_once_under_concurrency,

@@ -82,6 +82,31 @@ enum OperatorCommand {
         )]
         database: String,
     },
+    /// Give an operator console sign-in (password and a TOTP token of its own),
+    /// or reissue it; prints the token's otpauth URI (and nothing else) on stdout.
+    ///
+    /// Add the URI to an authenticator app (or any TOTP generator). Reissuing
+    /// replaces the password and the token, clears a console lock and ends the
+    /// operator's console sessions. The password is read from --password-file,
+    /// else ICHIDO_OPERATOR_PASSWORD, else asked twice without echo. Needs the
+    /// master key (the token's secret is sealed under it), found as `serve` finds it.
+    Console {
+        /// The operator's name (made with `ichido operator create`).
+        name: String,
+        /// Database URL.
+        #[arg(
+            long,
+            env = "ICHIDO_DATABASE_URL",
+            default_value = "sqlite://ichido.db"
+        )]
+        database: String,
+        /// The master key file [default: ichido.key beside the SQLite database].
+        #[arg(long, env = "ICHIDO_MASTER_KEY_FILE")]
+        master_key_file: Option<PathBuf>,
+        /// A file whose first line is the console password (for scripts).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -127,6 +152,32 @@ async fn tooling_domain(database: &str) -> anyhow::Result<Ichido> {
     )?)
 }
 
+/// The console password: from a file, the environment, or asked twice.
+fn console_password(file: Option<&std::path::Path>) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    use zeroize::Zeroizing;
+    if let Some(path) = file {
+        let text = Zeroizing::new(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?,
+        );
+        let line = text.lines().next().unwrap_or("");
+        return Ok(Zeroizing::new(line.to_owned()));
+    }
+    if let Ok(p) = std::env::var("ICHIDO_OPERATOR_PASSWORD") {
+        return Ok(Zeroizing::new(p));
+    }
+    let first =
+        Zeroizing::new(rpassword::prompt_password("console password: ").context(
+            "cannot read the password (use --password-file or ICHIDO_OPERATOR_PASSWORD)",
+        )?);
+    let again =
+        Zeroizing::new(rpassword::prompt_password("again: ").context("cannot read the password")?);
+    if first != again {
+        anyhow::bail!("the two passwords differ");
+    }
+    Ok(first)
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config, settings } => {
@@ -153,6 +204,39 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await
                 .context("cannot create the operator")?;
             println!("{}", key.0.as_str());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Operator {
+            command:
+                OperatorCommand::Console {
+                    name,
+                    database,
+                    master_key_file,
+                    password_file,
+                },
+        } => {
+            init_logging(false);
+            let password = console_password(password_file.as_deref())?;
+            let key_file = master_key_file
+                .unwrap_or_else(|| ichido_server::config::default_key_file(&database));
+            let key = ichido_server::serve::load_master_key(&key_file)?;
+            let store = ichido_store::open(&database, &StoreOptions::default()).await?;
+            let ichido = Ichido::new(
+                store,
+                Arc::new(SystemClock),
+                Policy::default(),
+                key,
+                Default::default(),
+            )?;
+            ichido.check_master_key().await?;
+            let uri = ichido
+                .set_console_credentials(&name, &password)
+                .await
+                .context("cannot set the console credentials")?;
+            println!("{}", uri.as_str());
+            eprintln!(
+                "add this otpauth URI to the operator's authenticator app; it is not shown again"
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit {

@@ -3,6 +3,7 @@
 
 mod audit_log;
 mod check;
+mod console;
 mod directory;
 mod import;
 mod login;
@@ -25,6 +26,7 @@ use crate::seal::MasterKey;
 use crate::store::Store;
 
 pub use audit_log::ChainReport;
+pub use console::{ConsoleSignIn, CONSOLE_LOCK_THRESHOLD, CONSOLE_SESSION_PREFIX};
 pub use directory::{NewUser, OperatorKey};
 pub use import::{check_password_hash, ImportEntry, ImportToken, Imported, MAX_IMPORT_ENTRIES};
 pub use login::{Authenticated, LoginOutcome};

@@ -22,6 +22,7 @@
 
 mod batch;
 mod import;
+mod operators;
 mod records;
 mod tokens;
 
