@@ -21,13 +21,15 @@ use ichido_domain::error::StoreError;
 use ichido_domain::ids::TokenId;
 use ichido_domain::model::TokenState;
 use ichido_domain::store::{Accept, Acceptance, FailureCount, StoreResult};
-use sqlx::{SqliteConnection, SqlitePool};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::rows::{db_err, to_i64};
 
 /// The most jobs one transaction holds.
 pub(super) const MAX_BATCH: usize = 256;
+/// Audit rows per INSERT statement (10 bound values each).
+const AUDIT_ROWS: usize = 64;
 /// Jobs that may wait for the writer task before callers are held back.
 const QUEUE: usize = 4 * MAX_BATCH;
 
@@ -269,27 +271,32 @@ async fn append_all(conn: &mut SqliteConnection, records: &[AuditRecord]) -> Sto
         Some((s, h)) => (s + 1, h),
         None => (1, GENESIS_HASH.to_owned()),
     };
-    for r in records {
-        let hash = r.hash_after(&prev, seq);
-        sqlx::query(
-            "INSERT INTO audit_events (seq, at, actor, action, contract_no, user_id, token_id, outcome, prev_hash, hash)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(seq)
-        .bind(r.at)
-        .bind(&r.actor)
-        .bind(r.action)
-        .bind(&r.contract_no)
-        .bind(&r.user_id)
-        .bind(&r.token_id)
-        .bind(&r.outcome)
-        .bind(&prev)
-        .bind(&hash)
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
-        seq += 1;
-        prev = hash;
+    // One multi-row INSERT per chunk: a statement per record would cost a
+    // round trip to the connection's thread each.
+    for chunk in records.chunks(AUDIT_ROWS) {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO audit_events (seq, at, actor, action, contract_no, user_id, token_id, outcome, prev_hash, hash) ",
+        );
+        q.push_values(chunk, |mut row, r| {
+            let hash = r.hash_after(&prev, seq);
+            row.push_bind(seq)
+                .push_bind(r.at)
+                .push_bind(r.actor.as_str())
+                .push_bind(r.action)
+                .push_bind(r.contract_no.as_deref())
+                .push_bind(r.user_id.as_deref())
+                .push_bind(r.token_id.as_deref())
+                .push_bind(r.outcome.as_str())
+                .push_bind(std::mem::replace(&mut prev, hash.clone()))
+                .push_bind(hash);
+            seq += 1;
+        });
+        // Not cached: the text differs with the chunk's length.
+        q.build()
+            .persistent(false)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
     }
     Ok(())
 }
