@@ -13,6 +13,7 @@ pub mod cookies;
 pub mod csrf;
 pub mod i18n;
 pub mod portal;
+pub mod transfers;
 
 use askama::Template;
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
@@ -43,10 +44,10 @@ pub fn router(state: AppState) -> Router<AppState> {
         )
         .route("/register/activate", post(portal::activate))
         .route("/resync", get(portal::resync_page).post(portal::resync))
-        .route("/home", get(portal::home))
-        .route("/transfers", post(portal::create_transfer))
-        .route("/transfers/{id}", get(portal::transfer_page))
-        .route("/transfers/{id}/approve", post(portal::approve))
+        .route("/home", get(transfers::home))
+        .route("/transfers", post(transfers::create_transfer))
+        .route("/transfers/{id}", get(transfers::transfer_page))
+        .route("/transfers/{id}/approve", post(transfers::approve))
         .route("/console", get(console::home))
         .route("/console/sign-in", post(console::sign_in))
         .route("/console/sign-out", post(console::sign_out))
