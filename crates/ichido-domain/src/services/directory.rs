@@ -4,9 +4,12 @@
 //! answer after the same argon2id work; the lockout is kept per
 //! (contract number, user ID) whether or not the user exists.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::{Actor, Ichido};
@@ -31,6 +34,41 @@ pub struct NewUser {
 
 fn key_hash(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
+}
+
+/// How long a successful API-key lookup is remembered. Operators and their
+/// keys are never changed or removed once created, so the cache only saves
+/// the database read that every relying-party request would otherwise make;
+/// the bound keeps a future key revocation effective within seconds.
+const OPERATOR_CACHE_TTL: Duration = Duration::from_secs(10);
+/// Remembered keys at most (a bank has a handful of operators and relying
+/// parties); when full, the cache starts over.
+const OPERATOR_CACHE_CAPACITY: usize = 256;
+
+/// Operators found by the SHA-256 of their API key, for [`OPERATOR_CACHE_TTL`].
+/// Failed lookups are not remembered, so random keys cannot fill it.
+#[derive(Default)]
+pub(crate) struct OperatorCache {
+    found: Mutex<HashMap<[u8; 32], (Operator, Instant)>>,
+}
+
+impl OperatorCache {
+    fn get(&self, hash: &[u8; 32]) -> Option<Operator> {
+        let map = self.found.lock().ok()?;
+        match map.get(hash) {
+            Some((op, at)) if at.elapsed() < OPERATOR_CACHE_TTL => Some(op.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&self, hash: [u8; 32], op: Operator) {
+        if let Ok(mut map) = self.found.lock() {
+            if map.len() >= OPERATOR_CACHE_CAPACITY {
+                map.clear();
+            }
+            map.insert(hash, (op, Instant::now()));
+        }
+    }
 }
 
 impl Ichido {
@@ -71,11 +109,18 @@ impl Ichido {
         if !key.starts_with(OPERATOR_KEY_PREFIX) || key.len() > 200 {
             return Err(DomainError::Unauthorized);
         }
+        // Looked up by the key's SHA-256: what the store holds, and no timing
+        // of the comparison tells anything about the key itself.
         let hash = key_hash(key);
+        if let Some(op) = self.operators.get(&hash) {
+            return Ok(op);
+        }
         match self.store.operator_by_key_hash(&hash).await? {
-            // The lookup is by hash; compare again in constant time all the same.
-            Some(op) if bool::from(key_hash(key).ct_eq(&hash)) => Ok(op),
-            _ => Err(DomainError::Unauthorized),
+            Some(op) => {
+                self.operators.put(hash, op.clone());
+                Ok(op)
+            }
+            None => Err(DomainError::Unauthorized),
         }
     }
 
@@ -324,6 +369,44 @@ impl Ichido {
                 }
                 Err(DomainError::InvalidCredentials)
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(name: &str) -> Operator {
+        Operator {
+            name: name.into(),
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn the_operator_cache_remembers_found_keys_and_stays_bounded() {
+        let cache = OperatorCache::default();
+        let (a, b) = (key_hash("ichido_op_a"), key_hash("ichido_op_b"));
+        assert_eq!(cache.get(&a), None);
+        cache.put(a, op("a"));
+        assert_eq!(cache.get(&a), Some(op("a")));
+        assert_eq!(cache.get(&b), None, "another key is not a hit");
+        for i in 0..OPERATOR_CACHE_CAPACITY {
+            cache.put(key_hash(&format!("ichido_op_{i}")), op("n"));
+        }
+        let len = cache.found.lock().unwrap().len();
+        assert!(len <= OPERATOR_CACHE_CAPACITY, "bounded: {len}");
+    }
+
+    #[test]
+    fn an_expired_entry_is_not_used() {
+        let cache = OperatorCache::default();
+        let a = key_hash("ichido_op_a");
+        let old = Instant::now().checked_sub(OPERATOR_CACHE_TTL + Duration::from_secs(1));
+        if let Some(old) = old {
+            cache.found.lock().unwrap().insert(a, (op("a"), old));
+            assert_eq!(cache.get(&a), None);
         }
     }
 }

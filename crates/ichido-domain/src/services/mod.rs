@@ -66,6 +66,8 @@ pub struct Ichido {
     passwords: Arc<Passwords>,
     /// Opened token keys (see [`crate::keycache`]).
     keys: KeyCache<ichido_otp::Key>,
+    /// Operators found by API key (see [`directory::OperatorCache`]).
+    operators: directory::OperatorCache,
 }
 
 impl Ichido {
@@ -85,6 +87,7 @@ impl Ichido {
             master,
             passwords,
             keys: KeyCache::new(DEFAULT_KEY_CACHE_CAPACITY),
+            operators: directory::OperatorCache::default(),
         })
     }
 
