@@ -2,18 +2,20 @@
 //! batch that holds it has committed.
 //!
 //! One task per store takes the first queued job, begins one `BEGIN IMMEDIATE`
-//! transaction on the writer pool's connection, drains what else is queued
-//! (up to [`MAX_BATCH`]) and runs every job in arrival order with exactly the
-//! conditional `UPDATE` of a lone write (so the first of two jobs with one
-//! code wins and the second changes no row). The audit records of the jobs
-//! that changed a row are chained after the data writes, reading the chain's
-//! head once per batch, in the same transaction. Every reply is sent after
-//! `COMMIT` has returned; any error fails the whole batch (every job gets
-//! `Unavailable`, nothing of the batch is written, no code is spent without
-//! its reply). The connection is held only for one batch, so other writers
+//! transaction on the writer pool's connection and drains what else is queued
+//! (up to [`MAX_BATCH`]). The jobs' conditional `UPDATE`s are set-based: one
+//! `UPDATE … FROM (VALUES …)` per kind and round (see [`write`]) whose
+//! `WHERE` holds, row by row, exactly the condition of a lone write, so the
+//! first of two jobs with one code wins and the second changes no row. The
+//! audit records of the jobs that changed a row are chained after the data
+//! writes, reading the chain's head once per batch, in the same transaction.
+//! Every reply is sent after `COMMIT` has returned; any error fails the whole
+//! batch (every job gets `Unavailable`, nothing of the batch is written, no
+//! code is spent without its reply). The connection is held only for one batch, so other writers
 //! and in-memory readers queue on the pool as before. The task ends when the
 //! last sender (the last clone of the store) is dropped.
 
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use ichido_domain::audit::{AuditRecord, GENESIS_HASH};
@@ -216,45 +218,331 @@ async fn run(writer: SqlitePool, mut rx: mpsc::Receiver<Job>) {
 /// Runs every job inside the open transaction, then chains their audit
 /// records. The outer error aborts the batch; an inner one is a job's own
 /// refusal found before any SQL ran (a value out of range), answered alone.
+///
+/// Jobs run in rounds: a token's k-th job of the batch runs in round k, so
+/// within a round every token appears once and its jobs can share one
+/// statement per kind — an `UPDATE … FROM (VALUES …)` whose `WHERE` holds,
+/// row by row, exactly the condition of a lone write (`counter <= n`,
+/// `last_step < n`, `state = s`). Each row changes at most once per
+/// statement, and a later round sees what the earlier ones wrote, so the
+/// second of two jobs with one code changes nothing, as in a lone write.
 async fn write(
     conn: &mut SqliteConnection,
     works: Vec<Work>,
 ) -> StoreResult<Vec<StoreResult<Outcome>>> {
-    let mut outcomes = Vec::with_capacity(works.len());
-    let mut records = Vec::with_capacity(works.len());
-    for work in works {
-        let outcome = match work {
-            Work::Accept {
-                token_id,
-                accept: a,
-                audit,
-            } => match accept(conn, &token_id, a).await? {
-                Ok(won) => {
-                    if won {
-                        records.push(audit);
-                    }
-                    Ok(Outcome::Accept(won))
-                }
-                Err(e) => Err(e),
-            },
-            Work::Failure {
-                token_id,
-                state,
-                threshold,
-                now,
-                audit,
-            } => record_failure(conn, &token_id, state, threshold, now, audit, &mut records)
-                .await
-                .map(|c| Ok(Outcome::Failure(c)))?,
-            Work::Audit(audit) => {
-                records.push(audit);
-                Ok(Outcome::Audit)
+    let n = works.len();
+    let mut round_of = Vec::with_capacity(n);
+    let mut seen: HashMap<&str, usize> = HashMap::with_capacity(n);
+    for w in &works {
+        let round = match w {
+            Work::Accept { token_id, .. } | Work::Failure { token_id, .. } => {
+                let count = seen.entry(token_id.as_str()).or_insert(0);
+                *count += 1;
+                *count - 1
             }
+            Work::Audit(_) => 0,
         };
-        outcomes.push(outcome);
+        round_of.push(round);
     }
+    drop(seen);
+    let rounds = round_of.iter().copied().max().map_or(0, |r| r + 1);
+    let mut works: Vec<Option<Work>> = works.into_iter().map(Some).collect();
+    let mut outcomes: Vec<Option<StoreResult<Outcome>>> = (0..n).map(|_| None).collect();
+    let mut records: Vec<Vec<AuditRecord>> = (0..n).map(|_| Vec::new()).collect();
+    for round in 0..rounds {
+        let mut events = Vec::new();
+        let mut times = Vec::new();
+        let mut failures = Vec::new();
+        for i in (0..n).filter(|&i| round_of[i] == round) {
+            match works[i].take() {
+                Some(Work::Accept {
+                    token_id,
+                    accept: a,
+                    audit,
+                }) => match Row::accept(i, token_id, &a, audit) {
+                    Ok(Row::Event(r)) => events.push(r),
+                    Ok(Row::Time(r)) => times.push(r),
+                    Err(e) => outcomes[i] = Some(Err(e)),
+                },
+                Some(Work::Failure {
+                    token_id,
+                    state,
+                    threshold,
+                    now,
+                    audit,
+                }) => failures.push(FailureRow {
+                    idx: i,
+                    token_id,
+                    state,
+                    threshold,
+                    now,
+                    audit,
+                }),
+                Some(Work::Audit(audit)) => {
+                    records[i].push(audit);
+                    outcomes[i] = Some(Ok(Outcome::Audit));
+                }
+                None => {}
+            }
+        }
+        for chunk in events.chunks(UPDATE_ROWS) {
+            let won = accept_events(conn, chunk).await?;
+            settle_accepts(
+                chunk.iter().map(|r| (r.idx, &r.token_id, &r.audit)),
+                &won,
+                &mut outcomes,
+                &mut records,
+            );
+        }
+        for chunk in times.chunks(UPDATE_ROWS) {
+            let won = accept_times(conn, chunk).await?;
+            settle_accepts(
+                chunk.iter().map(|r| (r.idx, &r.token_id, &r.audit)),
+                &won,
+                &mut outcomes,
+                &mut records,
+            );
+        }
+        for chunk in failures.chunks(UPDATE_ROWS) {
+            let counted = count_failures(conn, chunk).await?;
+            for r in chunk {
+                let outcome = match counted.get(r.token_id.as_str()) {
+                    None => Ok(Outcome::Failure(None)),
+                    Some((failures, new_state)) => {
+                        let new_state = *new_state;
+                        records[r.idx].push(r.audit.clone());
+                        if new_state != r.state {
+                            let mut lock = r.audit.clone();
+                            lock.actor = "system".into();
+                            lock.action = if new_state == TokenState::Revoked {
+                                "token.discard"
+                            } else {
+                                "token.lock"
+                            };
+                            lock.outcome = format!(
+                                "{} after {failures} consecutive failures",
+                                new_state.as_str()
+                            );
+                            records[r.idx].push(lock);
+                        }
+                        Ok(Outcome::Failure(Some(FailureCount {
+                            failures: u32::try_from(*failures).unwrap_or(u32::MAX),
+                            state: new_state,
+                        })))
+                    }
+                };
+                outcomes[r.idx] = Some(outcome);
+            }
+        }
+    }
+    let records: Vec<AuditRecord> = records.into_iter().flatten().collect();
     append_all(conn, &records).await?;
-    Ok(outcomes)
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Err(StoreError::Unavailable("job not run".into()))))
+        .collect())
+}
+
+/// Records the answers of accept jobs: won when the statement changed the
+/// token's row (its ID came back).
+fn settle_accepts<'a>(
+    jobs: impl Iterator<Item = (usize, &'a TokenId, &'a AuditRecord)>,
+    won: &HashSet<String>,
+    outcomes: &mut [Option<StoreResult<Outcome>>],
+    records: &mut [Vec<AuditRecord>],
+) {
+    for (idx, token_id, audit) in jobs {
+        let ok = won.contains(token_id.as_str());
+        if ok {
+            records[idx].push(audit.clone());
+        }
+        outcomes[idx] = Some(Ok(Outcome::Accept(ok)));
+    }
+}
+
+/// Rows per set-based `UPDATE` (at most 6 bound values each).
+const UPDATE_ROWS: usize = 128;
+
+struct EventRow {
+    idx: usize,
+    token_id: TokenId,
+    next: i64,
+    counter: i64,
+    from: TokenState,
+    to: TokenState,
+    now: i64,
+    audit: AuditRecord,
+}
+
+struct TimeRow {
+    idx: usize,
+    token_id: TokenId,
+    step: i64,
+    offset: i64,
+    from: TokenState,
+    to: TokenState,
+    now: i64,
+    audit: AuditRecord,
+}
+
+struct FailureRow {
+    idx: usize,
+    token_id: TokenId,
+    state: TokenState,
+    threshold: u32,
+    now: i64,
+    audit: AuditRecord,
+}
+
+enum Row {
+    Event(EventRow),
+    Time(TimeRow),
+}
+
+impl Row {
+    /// The values of one acceptance; a counter or step beyond SQLite's
+    /// integers is the job's own error.
+    fn accept(idx: usize, token_id: TokenId, a: &Accept, audit: AuditRecord) -> StoreResult<Row> {
+        Ok(match a.acceptance {
+            Acceptance::Event { counter } => Row::Event(EventRow {
+                idx,
+                token_id,
+                next: to_i64(counter.saturating_add(1))?,
+                counter: to_i64(counter)?,
+                from: a.from,
+                to: a.to,
+                now: a.now,
+                audit,
+            }),
+            Acceptance::Time { step, offset } => Row::Time(TimeRow {
+                idx,
+                token_id,
+                step: to_i64(step)?,
+                offset,
+                from: a.from,
+                to: a.to,
+                now: a.now,
+                audit,
+            }),
+        })
+    }
+}
+
+/// Runs a built statement (not cached: its text depends on the row count)
+/// and collects the first column of what it returns.
+async fn returned_ids(
+    conn: &mut SqliteConnection,
+    mut q: QueryBuilder<'_, Sqlite>,
+) -> StoreResult<HashSet<String>> {
+    let rows: Vec<(String,)> = q
+        .build_query_as()
+        .persistent(false)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+/// The conditional writes of event-token acceptances; the IDs of the tokens
+/// whose row changed.
+async fn accept_events(
+    conn: &mut SqliteConnection,
+    rows: &[EventRow],
+) -> StoreResult<HashSet<String>> {
+    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+        "UPDATE tokens SET counter = v.column2, failures = 0, state = v.column3, updated_at = v.column4,
+                activated_at = COALESCE(activated_at, v.column4)
+         FROM (",
+    );
+    q.push_values(rows, |mut b, r| {
+        b.push_bind(r.token_id.as_str())
+            .push_bind(r.next)
+            .push_bind(r.to.as_str())
+            .push_bind(r.now)
+            .push_bind(r.from.as_str())
+            .push_bind(r.counter);
+    });
+    q.push(
+        ") AS v
+         WHERE tokens.token_id = v.column1 AND tokens.state = v.column5 AND tokens.counter <= v.column6
+         RETURNING token_id",
+    );
+    returned_ids(conn, q).await
+}
+
+/// The conditional writes of time-token acceptances; the IDs of the tokens
+/// whose row changed.
+async fn accept_times(
+    conn: &mut SqliteConnection,
+    rows: &[TimeRow],
+) -> StoreResult<HashSet<String>> {
+    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+        "UPDATE tokens SET last_step = v.column2, time_offset = v.column3, failures = 0, state = v.column4,
+                updated_at = v.column5, activated_at = COALESCE(activated_at, v.column5)
+         FROM (",
+    );
+    q.push_values(rows, |mut b, r| {
+        b.push_bind(r.token_id.as_str())
+            .push_bind(r.step)
+            .push_bind(r.offset)
+            .push_bind(r.to.as_str())
+            .push_bind(r.now)
+            .push_bind(r.from.as_str());
+    });
+    q.push(
+        ") AS v
+         WHERE tokens.token_id = v.column1 AND tokens.state = v.column6
+               AND (tokens.last_step IS NULL OR tokens.last_step < v.column2)
+         RETURNING token_id",
+    );
+    returned_ids(conn, q).await
+}
+
+/// Counts one failure of each token still in its job's state, locking it (or
+/// discarding a pending one) at the job's threshold; per token that changed,
+/// its new failure count and state.
+async fn count_failures(
+    conn: &mut SqliteConnection,
+    rows: &[FailureRow],
+) -> StoreResult<HashMap<String, (i64, TokenState)>> {
+    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+        "UPDATE tokens SET failures = failures + 1, updated_at = v.column2,
+                state = CASE WHEN failures + 1 >= v.column3 THEN v.column4 ELSE state END,
+                sealed_secret = CASE WHEN failures + 1 >= v.column3 AND v.column4 = 'revoked'
+                                     THEN X'' ELSE sealed_secret END
+         FROM (",
+    );
+    q.push_values(rows, |mut b, r| {
+        let lock_to = if r.state == TokenState::Pending {
+            TokenState::Revoked
+        } else {
+            TokenState::Locked
+        };
+        b.push_bind(r.token_id.as_str())
+            .push_bind(r.now)
+            .push_bind(i64::from(r.threshold))
+            .push_bind(lock_to.as_str())
+            .push_bind(r.state.as_str());
+    });
+    q.push(
+        ") AS v
+         WHERE tokens.token_id = v.column1 AND tokens.state = v.column5
+         RETURNING token_id, failures, state",
+    );
+    let changed: Vec<(String, i64, String)> = q
+        .build_query_as()
+        .persistent(false)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    changed
+        .into_iter()
+        .map(|(id, failures, state)| {
+            let state = TokenState::from_str(&state)
+                .map_err(|_| StoreError::Corrupt("token state".into()))?;
+            Ok((id, (failures, state)))
+        })
+        .collect()
 }
 
 /// Chains `records` in order after the chain's head, read once.
@@ -299,122 +587,6 @@ async fn append_all(conn: &mut SqliteConnection, records: &[AuditRecord]) -> Sto
             .map_err(db_err)?;
     }
     Ok(())
-}
-
-/// The conditional write of an acceptance: `true` when it changed the row,
-/// `false` when the code was already used (nothing written). The inner
-/// error is a value out of range, found before any SQL ran.
-async fn accept(
-    conn: &mut SqliteConnection,
-    token_id: &TokenId,
-    a: Accept,
-) -> StoreResult<StoreResult<bool>> {
-    let changed = match a.acceptance {
-        Acceptance::Event { counter } => {
-            let (next, counter) = match (to_i64(counter.saturating_add(1)), to_i64(counter)) {
-                (Ok(n), Ok(c)) => (n, c),
-                (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
-            };
-            sqlx::query(
-                "UPDATE tokens SET counter = ?, failures = 0, state = ?, updated_at = ?,
-                        activated_at = COALESCE(activated_at, ?)
-                 WHERE token_id = ? AND state = ? AND counter <= ?",
-            )
-            .bind(next)
-            .bind(a.to.as_str())
-            .bind(a.now)
-            .bind(a.now)
-            .bind(token_id.as_str())
-            .bind(a.from.as_str())
-            .bind(counter)
-            .execute(&mut *conn)
-            .await
-        }
-        Acceptance::Time { step, offset } => {
-            let step = match to_i64(step) {
-                Ok(s) => s,
-                Err(e) => return Ok(Err(e)),
-            };
-            sqlx::query(
-                "UPDATE tokens SET last_step = ?, time_offset = ?, failures = 0, state = ?, updated_at = ?,
-                        activated_at = COALESCE(activated_at, ?)
-                 WHERE token_id = ? AND state = ? AND (last_step IS NULL OR last_step < ?)",
-            )
-            .bind(step)
-            .bind(offset)
-            .bind(a.to.as_str())
-            .bind(a.now)
-            .bind(a.now)
-            .bind(token_id.as_str())
-            .bind(a.from.as_str())
-            .bind(step)
-            .execute(&mut *conn)
-            .await
-        }
-    }
-    .map_err(db_err)?
-    .rows_affected();
-    Ok(Ok(changed == 1))
-}
-
-/// Counts one failure of a token in `state`, locking (or discarding a pending
-/// token) at `threshold`, and queues its audit records; `None` when the token
-/// is no longer in `state` (nothing written).
-async fn record_failure(
-    conn: &mut SqliteConnection,
-    token_id: &TokenId,
-    state: TokenState,
-    threshold: u32,
-    now: i64,
-    audit: AuditRecord,
-    records: &mut Vec<AuditRecord>,
-) -> StoreResult<Option<FailureCount>> {
-    let lock_to = if state == TokenState::Pending {
-        TokenState::Revoked
-    } else {
-        TokenState::Locked
-    };
-    let row: Option<(i64, String)> = sqlx::query_as(
-        "UPDATE tokens SET failures = failures + 1, updated_at = ?1,
-                state = CASE WHEN failures + 1 >= ?2 THEN ?3 ELSE state END,
-                sealed_secret = CASE WHEN failures + 1 >= ?2 AND ?3 = 'revoked' THEN X'' ELSE sealed_secret END
-         WHERE token_id = ?4 AND state = ?5
-         RETURNING failures, state",
-    )
-    .bind(now)
-    .bind(i64::from(threshold))
-    .bind(lock_to.as_str())
-    .bind(token_id.as_str())
-    .bind(state.as_str())
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_err)?;
-    let Some((failures, new_state)) = row else {
-        return Ok(None);
-    };
-    let new_state =
-        TokenState::from_str(&new_state).map_err(|_| StoreError::Corrupt("token state".into()))?;
-    if new_state != state {
-        let mut lock = audit.clone();
-        lock.actor = "system".into();
-        lock.action = if new_state == TokenState::Revoked {
-            "token.discard"
-        } else {
-            "token.lock"
-        };
-        lock.outcome = format!(
-            "{} after {failures} consecutive failures",
-            new_state.as_str()
-        );
-        records.push(audit);
-        records.push(lock);
-    } else {
-        records.push(audit);
-    }
-    Ok(Some(FailureCount {
-        failures: u32::try_from(failures).unwrap_or(u32::MAX),
-        state: new_state,
-    }))
 }
 
 #[cfg(test)]
