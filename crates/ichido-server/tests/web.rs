@@ -274,6 +274,14 @@ async fn session_pages_need_a_session_and_console_pages_a_console_sign_in() {
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(body.contains("sign-in") && !body.contains("id=\"audit\""));
+    // A malformed form (no page of ours sends one) is answered with a page.
+    let (status, h, body) = send(&s, post("/login", "", "%%%&login_password")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(h[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(body.contains("id=\"notice\""));
     // A console form without a session changes nothing.
     let (status, _, _) = send(
         &s,

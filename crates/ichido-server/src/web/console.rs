@@ -8,7 +8,7 @@
 //! domain service as the operator API, with `operator:NAME` as the actor.
 
 use askama::Template;
-use axum::extract::{Form, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use ichido_domain::audit::AuditFilter;
@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 
 use super::csrf::{self, PreSecret};
 use super::i18n::{self, jst};
-use super::{cookies, render, see_other, Notice};
+use super::{cookies, render, see_other, Notice, WebForm};
 use crate::error::status_of;
 use crate::AppState;
 
@@ -290,7 +290,7 @@ pub struct SignInForm {
 pub async fn sign_in(
     State(s): State<AppState>,
     headers: HeaderMap,
-    Form(f): Form<SignInForm>,
+    WebForm(f): WebForm<SignInForm>,
 ) -> Response {
     let name = f.name.trim();
     if !csrf::pre_ok(&headers, &f.csrf) {
@@ -355,7 +355,7 @@ pub struct CsrfForm {
 pub async fn sign_out(
     State(s): State<AppState>,
     headers: HeaderMap,
-    Form(f): Form<CsrfForm>,
+    WebForm(f): WebForm<CsrfForm>,
 ) -> Response {
     let secret = cookies::get(&headers, cookies::CONSOLE);
     if !csrf::same_origin(&headers) || !csrf::valid(csrf::CONSOLE, secret, &f.csrf) {
@@ -453,8 +453,10 @@ pub async fn home(
     headers: HeaderMap,
     Query(q): Query<Find>,
 ) -> Response {
-    let Ok(Some((op, secret))) = operator(&s, &headers).await else {
-        return sign_in_page(&s, &headers, None, "", StatusCode::OK);
+    let (op, secret) = match operator(&s, &headers).await {
+        Ok(Some(x)) => x,
+        Ok(None) => return sign_in_page(&s, &headers, None, "", StatusCode::OK),
+        Err(e) => return sign_in_page(&s, &headers, Some(i18n::refusal(&e)), "", status_of(&e)),
     };
     let notice = PaperForm::parse(&q.done).map(done_notice);
     home_page(
@@ -536,7 +538,7 @@ pub struct ActionForm {
 pub async fn action(
     State(s): State<AppState>,
     headers: HeaderMap,
-    Form(f): Form<ActionForm>,
+    WebForm(f): WebForm<ActionForm>,
 ) -> Response {
     let (op, secret) = signed_in!(s, headers);
     let (c, u) = (f.contract_no.as_str(), f.user_id.as_str());

@@ -54,10 +54,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/console/confirm", get(console::confirm))
         .route("/console/action", post(console::action))
         .route("/console/audit", get(console::audit))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state,
-            crate::api::limit_by_address,
-        ))
+        .route_layer(axum::middleware::from_fn_with_state(state, limit_pages))
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CSP),
@@ -75,6 +72,46 @@ pub fn router(state: AppState) -> Router<AppState> {
             HeaderValue::from_static("same-origin"),
         ));
     pages.route("/assets/ichido.css", get(stylesheet))
+}
+
+/// The per-address rate limit of the customer endpoints, answered as a page.
+async fn limit_pages(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::extract::ConnectInfo;
+    if let Some(ConnectInfo(addr)) = req.extensions().get::<ConnectInfo<std::net::SocketAddr>>() {
+        if state.limits.address(addr.ip()).is_err() {
+            let mut r = portal::message(&i18n::rate_limited(), StatusCode::TOO_MANY_REQUESTS);
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return r;
+        }
+    }
+    next.run(req).await
+}
+
+/// A form body as a page expects it; a malformed one (a client that is not
+/// one of our pages) is answered with a page, never with a plain-text error.
+pub struct WebForm<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for WebForm<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        match axum::extract::Form::<T>::from_request(req, state).await {
+            Ok(axum::extract::Form(v)) => Ok(WebForm(v)),
+            Err(_) => Err(portal::message(
+                &i18n::refusal(&ichido_domain::DomainError::InvalidRequest(String::new())),
+                StatusCode::BAD_REQUEST,
+            )),
+        }
+    }
 }
 
 async fn stylesheet() -> Response {

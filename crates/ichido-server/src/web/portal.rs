@@ -9,7 +9,7 @@
 //! CSRF before anything else; passwords and codes are never rendered back.
 
 use askama::Template;
-use axum::extract::{Form, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use data_encoding::BASE64;
@@ -22,7 +22,7 @@ use zeroize::Zeroizing;
 
 use super::csrf::{self, PreSecret};
 use super::i18n;
-use super::{cookies, render, see_other, Notice};
+use super::{cookies, render, see_other, Notice, WebForm};
 use crate::error::status_of;
 use crate::AppState;
 
@@ -210,7 +210,7 @@ pub struct LoginForm {
 pub async fn login(
     State(s): State<AppState>,
     headers: HeaderMap,
-    Form(f): Form<LoginForm>,
+    WebForm(f): WebForm<LoginForm>,
 ) -> Response {
     let pre = PreSecret::of(&headers);
     let remembered = cookies::remembered_tokens(&headers);
@@ -263,7 +263,7 @@ pub struct CsrfForm {
 pub async fn logout(
     State(s): State<AppState>,
     headers: HeaderMap,
-    Form(f): Form<CsrfForm>,
+    WebForm(f): WebForm<CsrfForm>,
 ) -> Response {
     let secure = cookies::secure(&headers, s.secure_cookies);
     let secret = cookies::get(&headers, cookies::SESSION);
@@ -335,7 +335,7 @@ fn grouped(secret: &str) -> String {
 pub async fn register(
     State(s): State<AppState>,
     headers: HeaderMap,
-    Form(f): Form<RegisterForm>,
+    WebForm(f): WebForm<RegisterForm>,
 ) -> Response {
     let pre = PreSecret::of(&headers);
     let again = |notice: Notice, status: StatusCode| {
@@ -395,7 +395,7 @@ pub struct ActivateForm {
 pub async fn activate(
     State(s): State<AppState>,
     headers: HeaderMap,
-    Form(f): Form<ActivateForm>,
+    WebForm(f): WebForm<ActivateForm>,
 ) -> Response {
     let pre = PreSecret::of(&headers);
     let token_id = f.token_id.trim();
@@ -469,7 +469,7 @@ pub struct ResyncForm {
 pub async fn resync(
     State(s): State<AppState>,
     headers: HeaderMap,
-    Form(f): Form<ResyncForm>,
+    WebForm(f): WebForm<ResyncForm>,
 ) -> Response {
     let pre = PreSecret::of(&headers);
     let again = |notice: Notice, status: StatusCode| {

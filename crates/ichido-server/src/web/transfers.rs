@@ -6,7 +6,7 @@
 //! one conditional write, so a transfer is executed once.
 
 use askama::Template;
-use axum::extract::{Form, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use ichido_domain::model::{
@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 use super::csrf;
 use super::i18n::{self, jst, yen};
 use super::portal::{customer, given, message, refused};
-use super::{render, see_other, Notice};
+use super::{render, see_other, Notice, WebForm};
 use crate::error::status_of;
 use crate::AppState;
 
@@ -165,7 +165,7 @@ pub struct TransferForm {
 pub async fn create_transfer(
     State(s): State<AppState>,
     headers: HeaderMap,
-    Form(f): Form<TransferForm>,
+    WebForm(f): WebForm<TransferForm>,
 ) -> Response {
     let (who, secret) = match customer(&s, &headers).await {
         Ok(x) => x,
@@ -266,7 +266,7 @@ pub async fn approve(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Form(f): Form<ApproveForm>,
+    WebForm(f): WebForm<ApproveForm>,
 ) -> Response {
     let (who, secret) = match customer(&s, &headers).await {
         Ok(x) => x,
