@@ -125,17 +125,27 @@ enum AuditCommand {
     },
 }
 
-fn init_logging(json: bool) {
+/// Logs to stderr through a writer thread, so that a burst of log lines (a
+/// brute-force attempt logs every refused code) never blocks the runtime on
+/// a write. Nothing is dropped: when 128k lines wait, callers wait too. Keep
+/// the guard until exit; dropping it flushes what is queued.
+#[must_use = "dropping the guard stops the log writer"]
+fn init_logging(json: bool) -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("ichido-log")
+        .finish(std::io::stderr());
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     if json {
         builder.json().init();
     } else {
         builder.init();
     }
+    guard
 }
 
 /// A domain for tooling that never opens a token secret (no master key needed).
@@ -186,7 +196,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => Settings::default(),
             };
             let cfg = file.overlay(*settings).resolve()?;
-            init_logging(cfg.log_json);
+            let _log = init_logging(cfg.log_json);
             for name in unknown_env_names() {
                 tracing::warn!(%name, "unknown ICHIDO_* environment variable ignored");
             }
@@ -197,7 +207,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Operator {
             command: OperatorCommand::Create { name, database },
         } => {
-            init_logging(false);
+            let _log = init_logging(false);
             let ichido = tooling_domain(&database).await?;
             let (_op, key) = ichido
                 .create_operator(&name)
@@ -215,7 +225,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     password_file,
                 },
         } => {
-            init_logging(false);
+            let _log = init_logging(false);
             let password = console_password(password_file.as_deref())?;
             let key_file = master_key_file
                 .unwrap_or_else(|| ichido_server::config::default_key_file(&database));
@@ -242,7 +252,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit {
             command: AuditCommand::Verify { database },
         } => {
-            init_logging(false);
+            let _log = init_logging(false);
             let ichido = tooling_domain(&database).await?;
             let report = ichido
                 .verify_audit_chain(|n| eprint!("\rchecked {n} events"))
@@ -264,7 +274,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Bench(args) => {
-            init_logging(false);
+            let _log = init_logging(false);
             let clean = bench::run(*args).await?;
             Ok(if clean {
                 ExitCode::SUCCESS
@@ -273,7 +283,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Migrate { database } => {
-            init_logging(false);
+            let _log = init_logging(false);
             ichido_store::open(&database, &StoreOptions::default())
                 .await
                 .with_context(|| {
