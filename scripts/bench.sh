@@ -9,15 +9,15 @@
 #   --postgres URL    use this PostgreSQL database instead of a fresh SQLite
 #                     file (a schema `ichido_bench` is dropped and re-created)
 #   --server-arg ARG  one more argument for `ichido serve` (repeatable), e.g.
-#                     --server-arg=--token-lock-threshold=1000000
+#                     --server-arg=--token-lock-threshold=100
 #   BENCH ARGS        passed to `ichido bench` (default: --tokens 1000
 #                     --concurrency 64 --duration 10)
 #
 # Examples:
 #   scripts/bench.sh                                   # success path, event tokens
 #   scripts/bench.sh -- --tokens 1000000 --duration 10 # a million tokens
-#   scripts/bench.sh --server-arg=--token-lock-threshold=1000000 \
-#       -- --mode wrong --reset-every 1000000          # failure path
+#   scripts/bench.sh --server-arg=--token-lock-threshold=100 \
+#       -- --mode wrong --reset-every 99               # failure path
 #   scripts/bench.sh --postgres postgres://postgres@127.0.0.1:5432/test
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -8,15 +8,16 @@
 //! the queue to the next writer, so one batch collects while another runs its
 //! statements or commits. Inside a batch:
 //!
-//! - every job runs exactly the conditional `UPDATE` of a lone write
-//!   (`… WHERE counter <= $n` / `… last_step < $n` / `… state = $s`), so the
-//!   first of two jobs carrying one code wins and the second changes no row,
-//!   whether they share a batch, sit in two batches of this instance, or come
-//!   from two instances (the row lock and PostgreSQL's re-check of the
-//!   `WHERE` clause after the lock is granted decide);
-//! - jobs run in token-ID order (stable, so jobs of one token keep their
-//!   arrival order): every batch takes its row locks in one global order,
-//!   which rules out deadlocks between batches of any instance;
+//! - the rows of all the batch's tokens are locked first, in token-ID order
+//!   (`SELECT … ORDER BY token_id FOR UPDATE`): every batch of every instance
+//!   takes its row locks in one global order, which rules out deadlocks;
+//! - the jobs' conditional `UPDATE`s are set-based, one per kind and round
+//!   (see [`write`]), each holding row by row exactly the condition of a lone
+//!   write (`… WHERE counter <= $n` / `… last_step < $n` / `… state = $s`),
+//!   so the first of two jobs carrying one code wins and the second changes
+//!   no row, whether they share a batch, sit in two batches of this instance,
+//!   or come from two instances (the row lock and PostgreSQL's re-check of
+//!   the `WHERE` clause after the lock is granted decide);
 //! - the audit records of the jobs that changed a row are appended after all
 //!   data writes, under the chain's advisory lock, as every other transaction
 //!   does (see the module documentation of `postgres`).
@@ -26,6 +27,7 @@
 //! written (no code is spent without its reply). No job ever gets a success
 //! before the commit has returned.
 
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -34,7 +36,7 @@ use ichido_domain::error::StoreError;
 use ichido_domain::ids::TokenId;
 use ichido_domain::model::TokenState;
 use ichido_domain::store::{Accept, Acceptance, FailureCount, StoreResult};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Postgres};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::append;
@@ -103,7 +105,7 @@ impl Reply {
 }
 
 struct Job {
-    /// Empty for a lone audit record (sorted first; it locks no row).
+    /// Empty for a lone audit record (it locks no row).
     token_id: String,
     work: Work,
     reply: Reply,
@@ -196,8 +198,6 @@ async fn run(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
                 }
             }
         }
-        // Stable: the jobs of one token keep their arrival order.
-        batch.sort_by(|a, b| a.token_id.cmp(&b.token_id));
         let mut replies = Vec::with_capacity(batch.len());
         let works: Vec<(String, Work)> = batch
             .drain(..)
@@ -210,7 +210,7 @@ async fn run(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
             Ok(outcomes) => {
                 tracing::trace!(jobs = outcomes.len(), "batch committed");
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    reply.send(Ok(outcome));
+                    reply.send(outcome);
                 }
             }
             Err(e) => {
@@ -226,149 +226,369 @@ async fn run(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
 }
 
 /// Writes every job in one transaction and commits it; the outcomes are in
-/// the jobs' order. Any error means nothing of the batch was committed.
-async fn write(pool: &PgPool, works: Vec<(String, Work)>) -> StoreResult<Vec<Outcome>> {
+/// the jobs' order. An outer error means nothing of the batch was committed;
+/// an inner one is a job's own refusal found before any SQL ran (a counter
+/// out of range), answered alone.
+///
+/// The rows of all the batch's tokens are locked first, in token-ID order,
+/// by one `SELECT … ORDER BY token_id FOR UPDATE`: every batch of every
+/// instance takes its row locks in one global order, so batches never
+/// deadlock. Then jobs run in rounds: a token's k-th job of the batch runs
+/// in round k, so within a round every token appears once and the round's
+/// jobs of one kind share one `UPDATE … FROM unnest(…)` whose `WHERE` holds,
+/// row by row, exactly the condition of a lone write (`counter <= n`,
+/// `last_step < n`, `state = s`). A later round sees what the earlier ones
+/// wrote, so the second of two jobs with one code changes nothing. The
+/// statements' texts are fixed (arrays, not lists of values), so they are
+/// prepared once per connection.
+async fn write(
+    pool: &PgPool,
+    works: Vec<(String, Work)>,
+) -> StoreResult<Vec<StoreResult<Outcome>>> {
     let mut tx = pool.begin().await.map_err(db_err)?;
-    let mut outcomes = Vec::with_capacity(works.len());
-    let mut records = Vec::with_capacity(works.len());
-    for (token_id, work) in works {
-        let outcome = match work {
-            Work::Accept { accept: a, audit } => {
-                let won = accept(&mut tx, &token_id, &a).await?;
-                if won {
-                    records.push(audit);
-                }
-                Outcome::Accept(won)
+    let n = works.len();
+    let mut ids: Vec<&str> = works
+        .iter()
+        .map(|(id, _)| id.as_str())
+        .filter(|id| !id.is_empty())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if !ids.is_empty() {
+        sqlx::query("SELECT 1 FROM tokens WHERE token_id = ANY($1) ORDER BY token_id FOR UPDATE")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+    }
+    drop(ids);
+
+    let mut round_of = Vec::with_capacity(n);
+    let mut seen: HashMap<&str, usize> = HashMap::with_capacity(n);
+    for (id, work) in &works {
+        round_of.push(match work {
+            Work::Audit(_) => 0,
+            _ => {
+                let count = seen.entry(id.as_str()).or_insert(0);
+                *count += 1;
+                *count - 1
             }
-            Work::Failure {
-                state,
-                threshold,
-                now,
-                audit,
-            } => {
-                let count = record_failure(
-                    &mut tx,
-                    &token_id,
+        });
+    }
+    drop(seen);
+    let rounds = round_of.iter().copied().max().map_or(0, |r| r + 1);
+    let mut works: Vec<Option<(String, Work)>> = works.into_iter().map(Some).collect();
+    let mut outcomes: Vec<Option<StoreResult<Outcome>>> = (0..n).map(|_| None).collect();
+    let mut records: Vec<Vec<AuditRecord>> = (0..n).map(|_| Vec::new()).collect();
+    for round in 0..rounds {
+        let mut events = EventRows::default();
+        let mut times = TimeRows::default();
+        let mut failures = FailureRows::default();
+        for i in (0..n).filter(|&i| round_of[i] == round) {
+            let Some((token_id, work)) = works[i].take() else {
+                continue;
+            };
+            match work {
+                Work::Accept { accept: a, audit } => {
+                    let pushed = match a.acceptance {
+                        Acceptance::Event { counter } => {
+                            events.push(i, token_id, &a, counter, audit)
+                        }
+                        Acceptance::Time { step, offset } => {
+                            times.push(i, token_id, &a, step, offset, audit)
+                        }
+                    };
+                    if let Err(e) = pushed {
+                        outcomes[i] = Some(Err(e));
+                    }
+                }
+                Work::Failure {
                     state,
                     threshold,
                     now,
                     audit,
-                    &mut records,
-                )
-                .await?;
-                Outcome::Failure(count)
+                } => failures.push(i, token_id, state, threshold, now, audit),
+                Work::Audit(audit) => {
+                    records[i].push(audit);
+                    outcomes[i] = Some(Ok(Outcome::Audit));
+                }
             }
-            Work::Audit(audit) => {
-                records.push(audit);
-                Outcome::Audit
+        }
+        if !events.idx.is_empty() {
+            let won = events.run(&mut tx).await?;
+            settle_accepts(
+                events.idx,
+                events.token_id,
+                events.audit,
+                &won,
+                &mut outcomes,
+                &mut records,
+            );
+        }
+        if !times.idx.is_empty() {
+            let won = times.run(&mut tx).await?;
+            settle_accepts(
+                times.idx,
+                times.token_id,
+                times.audit,
+                &won,
+                &mut outcomes,
+                &mut records,
+            );
+        }
+        if !failures.idx.is_empty() {
+            let counted = failures.run(&mut tx).await?;
+            for (k, i) in failures.idx.iter().copied().enumerate() {
+                let audit = failures.audit[k].clone();
+                let state = failures.state[k];
+                let outcome = match counted.get(failures.token_id[k].as_str()) {
+                    None => Outcome::Failure(None),
+                    Some(&(count, new_state)) => {
+                        records[i].push(audit.clone());
+                        if new_state != state {
+                            let mut lock = audit;
+                            lock.actor = "system".into();
+                            lock.action = if new_state == TokenState::Revoked {
+                                "token.discard"
+                            } else {
+                                "token.lock"
+                            };
+                            lock.outcome = format!(
+                                "{} after {count} consecutive failures",
+                                new_state.as_str()
+                            );
+                            records[i].push(lock);
+                        }
+                        Outcome::Failure(Some(FailureCount {
+                            failures: u32::try_from(count).unwrap_or(u32::MAX),
+                            state: new_state,
+                        }))
+                    }
+                };
+                outcomes[i] = Some(Ok(outcome));
             }
-        };
-        outcomes.push(outcome);
+        }
     }
+    let records: Vec<AuditRecord> = records.into_iter().flatten().collect();
     append(&mut tx, &records).await?;
     tx.commit().await.map_err(db_err)?;
-    Ok(outcomes)
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Err(StoreError::Unavailable("job not run".into()))))
+        .collect())
 }
 
-/// The conditional write of an acceptance: `true` when it changed the row.
-async fn accept(conn: &mut PgConnection, token_id: &str, a: &Accept) -> StoreResult<bool> {
-    let changed = match a.acceptance {
-        Acceptance::Event { counter } => {
-            let next = to_i64(counter.saturating_add(1))?;
-            sqlx::query(
-                "UPDATE tokens SET counter = $1, failures = 0, state = $2, updated_at = $3,
-                        activated_at = COALESCE(activated_at, $3)
-                 WHERE token_id = $4 AND state = $5 AND counter <= $6",
-            )
-            .bind(next)
-            .bind(a.to.as_str())
-            .bind(a.now)
-            .bind(token_id)
-            .bind(a.from.as_str())
-            .bind(to_i64(counter)?)
-            .execute(&mut *conn)
-            .await
+/// Records the answers of accept jobs: won when the statement changed the
+/// token's row (its ID came back).
+fn settle_accepts(
+    idx: Vec<usize>,
+    token_ids: Vec<String>,
+    audits: Vec<AuditRecord>,
+    won: &HashSet<String>,
+    outcomes: &mut [Option<StoreResult<Outcome>>],
+    records: &mut [Vec<AuditRecord>],
+) {
+    for ((i, token_id), audit) in idx.into_iter().zip(token_ids).zip(audits) {
+        let ok = won.contains(&token_id);
+        if ok {
+            records[i].push(audit);
         }
-        Acceptance::Time { step, offset } => {
-            let step = to_i64(step)?;
-            sqlx::query(
-                "UPDATE tokens SET last_step = $1, time_offset = $2, failures = 0, state = $3, updated_at = $4,
-                        activated_at = COALESCE(activated_at, $4)
-                 WHERE token_id = $5 AND state = $6 AND (last_step IS NULL OR last_step < $1)",
-            )
-            .bind(step)
-            .bind(offset)
-            .bind(a.to.as_str())
-            .bind(a.now)
-            .bind(token_id)
-            .bind(a.from.as_str())
-            .execute(&mut *conn)
-            .await
-        }
+        outcomes[i] = Some(Ok(Outcome::Accept(ok)));
     }
-    .map_err(db_err)?
-    .rows_affected();
-    Ok(changed == 1)
 }
 
-/// Counts one failure of a token in `state`, locking it (or discarding a
-/// pending one) at `threshold`; pushes the audit records to write. `None`
-/// when the token is no longer in `state` (nothing written).
-async fn record_failure(
+/// Runs a set-based statement and collects the IDs it returned.
+async fn returned_ids(
+    q: sqlx::query::QueryAs<'_, Postgres, (String,), sqlx::postgres::PgArguments>,
     conn: &mut PgConnection,
-    token_id: &str,
-    state: TokenState,
-    threshold: u32,
-    now: i64,
-    audit: AuditRecord,
-    records: &mut Vec<AuditRecord>,
-) -> StoreResult<Option<FailureCount>> {
-    let lock_to = if state == TokenState::Pending {
-        TokenState::Revoked
-    } else {
-        TokenState::Locked
-    };
-    let row: Option<(i64, String)> = sqlx::query_as(
-        "UPDATE tokens SET failures = failures + 1, updated_at = $1,
-                state = CASE WHEN failures + 1 >= $2 THEN $3 ELSE state END,
-                sealed_secret = CASE WHEN failures + 1 >= $2 AND $3 = 'revoked' THEN ''::bytea ELSE sealed_secret END
-         WHERE token_id = $4 AND state = $5
-         RETURNING failures, state",
-    )
-    .bind(now)
-    .bind(i64::from(threshold))
-    .bind(lock_to.as_str())
-    .bind(token_id)
-    .bind(state.as_str())
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_err)?;
-    let Some((failures, new_state)) = row else {
-        return Ok(None);
-    };
-    // A state that cannot be read back aborts the batch rather than commit a
-    // count whose outcome nobody can report.
-    let new_state =
-        TokenState::from_str(&new_state).map_err(|_| StoreError::Corrupt("token state".into()))?;
-    if new_state != state {
-        let mut lock = audit.clone();
-        lock.actor = "system".into();
-        lock.action = if new_state == TokenState::Revoked {
-            "token.discard"
-        } else {
-            "token.lock"
-        };
-        lock.outcome = format!(
-            "{} after {failures} consecutive failures",
-            new_state.as_str()
-        );
-        records.push(audit);
-        records.push(lock);
-    } else {
-        records.push(audit);
+) -> StoreResult<HashSet<String>> {
+    let rows = q.fetch_all(&mut *conn).await.map_err(db_err)?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+/// One round's event-token acceptances, column by column.
+#[derive(Default)]
+struct EventRows {
+    idx: Vec<usize>,
+    token_id: Vec<String>,
+    next: Vec<i64>,
+    counter: Vec<i64>,
+    from: Vec<&'static str>,
+    to: Vec<&'static str>,
+    now: Vec<i64>,
+    audit: Vec<AuditRecord>,
+}
+
+impl EventRows {
+    fn push(
+        &mut self,
+        i: usize,
+        token_id: String,
+        a: &Accept,
+        counter: u64,
+        audit: AuditRecord,
+    ) -> StoreResult<()> {
+        let next = to_i64(counter.saturating_add(1))?;
+        let counter = to_i64(counter)?;
+        self.idx.push(i);
+        self.token_id.push(token_id);
+        self.next.push(next);
+        self.counter.push(counter);
+        self.from.push(a.from.as_str());
+        self.to.push(a.to.as_str());
+        self.now.push(a.now);
+        self.audit.push(audit);
+        Ok(())
     }
-    Ok(Some(FailureCount {
-        failures: u32::try_from(failures).unwrap_or(u32::MAX),
-        state: new_state,
-    }))
+
+    /// The conditional writes; the IDs of the tokens whose row changed.
+    async fn run(&self, conn: &mut PgConnection) -> StoreResult<HashSet<String>> {
+        let q = sqlx::query_as(
+            "UPDATE tokens AS t SET counter = v.next, failures = 0, state = v.to_state, updated_at = v.now,
+                    activated_at = COALESCE(t.activated_at, v.now)
+             FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[], $5::text[], $6::int8[])
+                  AS v(token_id, next, counter, from_state, to_state, now)
+             WHERE t.token_id = v.token_id AND t.state = v.from_state AND t.counter <= v.counter
+             RETURNING t.token_id",
+        )
+        .bind(&self.token_id)
+        .bind(&self.next)
+        .bind(&self.counter)
+        .bind(&self.from)
+        .bind(&self.to)
+        .bind(&self.now);
+        returned_ids(q, conn).await
+    }
+}
+
+/// One round's time-token acceptances, column by column.
+#[derive(Default)]
+struct TimeRows {
+    idx: Vec<usize>,
+    token_id: Vec<String>,
+    step: Vec<i64>,
+    offset: Vec<i64>,
+    from: Vec<&'static str>,
+    to: Vec<&'static str>,
+    now: Vec<i64>,
+    audit: Vec<AuditRecord>,
+}
+
+impl TimeRows {
+    fn push(
+        &mut self,
+        i: usize,
+        token_id: String,
+        a: &Accept,
+        step: u64,
+        offset: i64,
+        audit: AuditRecord,
+    ) -> StoreResult<()> {
+        let step = to_i64(step)?;
+        self.idx.push(i);
+        self.token_id.push(token_id);
+        self.step.push(step);
+        self.offset.push(offset);
+        self.from.push(a.from.as_str());
+        self.to.push(a.to.as_str());
+        self.now.push(a.now);
+        self.audit.push(audit);
+        Ok(())
+    }
+
+    /// The conditional writes; the IDs of the tokens whose row changed.
+    async fn run(&self, conn: &mut PgConnection) -> StoreResult<HashSet<String>> {
+        let q = sqlx::query_as(
+            "UPDATE tokens AS t SET last_step = v.step, time_offset = v.time_offset, failures = 0,
+                    state = v.to_state, updated_at = v.now, activated_at = COALESCE(t.activated_at, v.now)
+             FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[], $5::text[], $6::int8[])
+                  AS v(token_id, step, time_offset, from_state, to_state, now)
+             WHERE t.token_id = v.token_id AND t.state = v.from_state
+                   AND (t.last_step IS NULL OR t.last_step < v.step)
+             RETURNING t.token_id",
+        )
+        .bind(&self.token_id)
+        .bind(&self.step)
+        .bind(&self.offset)
+        .bind(&self.from)
+        .bind(&self.to)
+        .bind(&self.now);
+        returned_ids(q, conn).await
+    }
+}
+
+/// One round's failure counts, column by column.
+#[derive(Default)]
+struct FailureRows {
+    idx: Vec<usize>,
+    token_id: Vec<String>,
+    state: Vec<TokenState>,
+    state_text: Vec<&'static str>,
+    lock_to: Vec<&'static str>,
+    threshold: Vec<i64>,
+    now: Vec<i64>,
+    audit: Vec<AuditRecord>,
+}
+
+impl FailureRows {
+    fn push(
+        &mut self,
+        i: usize,
+        token_id: String,
+        state: TokenState,
+        threshold: u32,
+        now: i64,
+        audit: AuditRecord,
+    ) {
+        let lock_to = if state == TokenState::Pending {
+            TokenState::Revoked
+        } else {
+            TokenState::Locked
+        };
+        self.idx.push(i);
+        self.token_id.push(token_id);
+        self.state.push(state);
+        self.state_text.push(state.as_str());
+        self.lock_to.push(lock_to.as_str());
+        self.threshold.push(i64::from(threshold));
+        self.now.push(now);
+        self.audit.push(audit);
+    }
+
+    /// Counts one failure of each token still in its job's state, locking it
+    /// (or discarding a pending one) at the job's threshold; per token that
+    /// changed, its new failure count and state.
+    async fn run(
+        &self,
+        conn: &mut PgConnection,
+    ) -> StoreResult<HashMap<String, (i64, TokenState)>> {
+        let changed: Vec<(String, i64, String)> = sqlx::query_as(
+            "UPDATE tokens AS t SET failures = t.failures + 1, updated_at = v.now,
+                    state = CASE WHEN t.failures + 1 >= v.threshold THEN v.lock_to ELSE t.state END,
+                    sealed_secret = CASE WHEN t.failures + 1 >= v.threshold AND v.lock_to = 'revoked'
+                                         THEN ''::bytea ELSE t.sealed_secret END
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[])
+                  AS v(token_id, from_state, lock_to, threshold, now)
+             WHERE t.token_id = v.token_id AND t.state = v.from_state
+             RETURNING t.token_id, t.failures, t.state",
+        )
+        .bind(&self.token_id)
+        .bind(&self.state_text)
+        .bind(&self.lock_to)
+        .bind(&self.threshold)
+        .bind(&self.now)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        changed
+            .into_iter()
+            .map(|(id, failures, state)| {
+                // A state that cannot be read back aborts the batch rather
+                // than commit a count whose outcome nobody can report.
+                let state = TokenState::from_str(&state)
+                    .map_err(|_| StoreError::Corrupt("token state".into()))?;
+                Ok((id, (failures, state)))
+            })
+            .collect()
+    }
 }
