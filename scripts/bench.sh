@@ -3,9 +3,12 @@
 # times, and prints every run's JSON line and the medians. The figures of
 # docs/performance.md come from this script.
 #
-#   scripts/bench.sh [--runs N] [--postgres URL] [--server-arg ARG]... [-- BENCH ARGS]
+#   scripts/bench.sh [--runs N] [--pin] [--postgres URL] [--server-arg ARG]... [-- BENCH ARGS]
 #
 #   --runs N          runs of the bench against the same server (default 3)
+#   --pin             the server on CPU 0 and the bench on CPU 1 (taskset):
+#                     what one core of server does when the load comes from
+#                     elsewhere (PostgreSQL, if used, is not pinned)
 #   --postgres URL    use this PostgreSQL database instead of a fresh SQLite
 #                     file (a schema `ichido_bench` is dropped and re-created)
 #   --server-arg ARG  one more argument for `ichido serve` (repeatable), e.g.
@@ -25,10 +28,13 @@ cd "$(dirname "$0")/.."
 runs=3
 pg=""
 server_args=()
+server_cpu=()
+bench_cpu=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs="$2"; shift 2 ;;
     --postgres) pg="$2"; shift 2 ;;
+    --pin) server_cpu=(taskset -c 0); bench_cpu=(taskset -c 1); shift ;;
     --server-arg=*) server_args+=("${1#--server-arg=}"); shift ;;
     --server-arg) server_args+=("$2"); shift 2 ;;
     --) shift; break ;;
@@ -61,7 +67,7 @@ fi
 
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 key="$("$bin" operator create bench --database "$db" | head -n 1)"
-"$bin" serve --database "$db" --listen "127.0.0.1:$port" "${server_args[@]}" \
+"${server_cpu[@]}" "$bin" serve --database "$db" --listen "127.0.0.1:$port" "${server_args[@]}" \
   >"$work/serve.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 100); do
@@ -70,11 +76,11 @@ for _ in $(seq 1 100); do
 done
 curl -fs "http://127.0.0.1:$port/healthz" >/dev/null || { cat "$work/serve.log" >&2; exit 1; }
 
-echo "server: $bin serve --database ${db%%\?*} ${server_args[*]:-}" >&2
-echo "bench:  $bin bench ${bench_args[*]}" >&2
+echo "server: ${server_cpu[*]} $bin serve --database ${db%%\?*} ${server_args[*]:-}" >&2
+echo "bench:  ${bench_cpu[*]} $bin bench ${bench_args[*]}" >&2
 results=()
 for i in $(seq 1 "$runs"); do
-  line="$("$bin" bench --url "http://127.0.0.1:$port" --key "$key" --json "${bench_args[@]}" | tail -n 1)"
+  line="$("${bench_cpu[@]}" "$bin" bench --url "http://127.0.0.1:$port" --key "$key" --json "${bench_args[@]}" | tail -n 1)"
   echo "run $i: $line"
   results+=("$line")
 done

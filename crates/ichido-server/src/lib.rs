@@ -122,7 +122,7 @@ pub fn app(state: AppState) -> Router {
             Arc::clone(&state.metrics),
             metrics::track,
         ))
-        .layer(axum::middleware::map_response(json_payload_too_large))
+        .layer(axum::middleware::map_response(payload_too_large))
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
@@ -142,19 +142,29 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The body-limit layer answers 413 in plain text; answer with the contract's body.
-async fn json_payload_too_large(resp: axum::response::Response) -> axum::response::Response {
+/// The body-limit layer answers 413 in plain text; answer with the contract's
+/// body. A 413 also closes the connection (`Connection: close`): the rest of
+/// the refused body is still on its way, so the connection cannot carry a
+/// next request, and a client must not put it back in its pool.
+async fn payload_too_large(resp: axum::response::Response) -> axum::response::Response {
+    if resp.status() != axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        return resp;
+    }
     let is_json = resp
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if resp.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE && !is_json {
-        return axum::response::IntoResponse::into_response(error::AppError::new(
+    let mut resp = if is_json {
+        resp
+    } else {
+        axum::response::IntoResponse::into_response(error::AppError::new(
             axum::http::StatusCode::PAYLOAD_TOO_LARGE,
             "invalid_request",
             "request body too large",
-        ));
-    }
+        ))
+    };
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     resp
 }
 

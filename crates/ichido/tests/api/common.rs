@@ -339,3 +339,41 @@ pub fn assert_error(got: &(StatusCode, Value), status: u16, code: &str) {
         got.1
     );
 }
+
+/// Sends only the head of a POST whose `Content-Length` says `declared`
+/// bytes follow, over a raw connection, and reads what the server answers
+/// until it closes the connection: (status, head, body). A body over the
+/// limit is refused from its declared length, before any of it is read; a
+/// client library would race the early answer while still writing.
+pub async fn post_head_only(
+    base: &str,
+    key: &str,
+    path: &str,
+    declared: usize,
+) -> (u16, String, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST /api/v1{path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {declared}\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).await.expect("write head");
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut raw))
+        .await
+        .expect("the server closes the connection after a 413")
+        .expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    (
+        status,
+        head.to_ascii_lowercase(),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}

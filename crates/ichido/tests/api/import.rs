@@ -9,7 +9,7 @@ use ichido_otp::{base32, Algorithm, Digits, Key};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::common::{assert_error, Server, BIN, PASSWORD};
+use crate::common::{assert_error, post_head_only, Server, BIN, PASSWORD};
 
 fn owasp_hash(password: &str) -> String {
     Passwords::new(PasswordParams {
@@ -99,17 +99,17 @@ async fn a_thousand_users_and_tokens_in_one_request_all_or_nothing() {
         .starts_with("entries[0]"));
 
     // Other routes keep their 16 KiB limit; import stops at 2 MiB.
-    let big_name = "x".repeat(20_000);
-    let (s, b) = api
-        .post(
-            "/contracts",
-            json!({"contract_no": "7000000002", "name": big_name}),
-        )
-        .await;
-    assert_error(&(s, b), 413, "invalid_request");
-    let huge: Vec<Value> = (0..8000).map(|_| entries[0].clone()).collect();
-    let (s, b) = api.post("/import", json!({"entries": huge})).await;
-    assert_error(&(s, b), 413, "invalid_request");
+    for (path, declared) in [("/contracts", 20_000), ("/import", 3 << 20)] {
+        let (status, head, body) = post_head_only(&api.base, &api.key, path, declared).await;
+        assert_error(
+            &(StatusCode::from_u16(status).unwrap(), body),
+            413,
+            "invalid_request",
+        );
+        assert!(head.contains("connection: close"), "{path}: {head}");
+    }
+    let (s, b) = api.post("/import", json!({"entries": []})).await;
+    assert_error(&(s, b), 400, "invalid_request");
 
     let audit = Command::new(BIN)
         .args(["audit", "verify", "--database", &server.db_url])

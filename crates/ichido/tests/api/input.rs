@@ -94,8 +94,10 @@ async fn malformed_requests_are_refused_cleanly() {
         reg.token_id,
         "1".repeat(100_000)
     );
-    // Its own client: the server answers early and closes that connection.
-    let r = reqwest::Client::new()
+    // The server answers before reading the rest and closes the connection,
+    // saying so, so the shared client does not reuse it (below).
+    let r = api
+        .http
         .post(&url)
         .bearer_auth(&api.key)
         .header("content-type", "application/json")
@@ -104,10 +106,14 @@ async fn malformed_requests_are_refused_cleanly() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.headers()["connection"], "close");
     assert_eq!(
         r.json::<Value>().await.unwrap()["error"]["code"],
         "invalid_request"
     );
+    for _ in 0..3 {
+        assert_error(&raw("{", "application/json").await, 400, "invalid_request");
+    }
     // Other endpoints.
     assert_error(
         &api.post("/contracts", json!({"contract_no": "bad no", "name": "x"}))
