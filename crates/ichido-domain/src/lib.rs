@@ -15,6 +15,7 @@ pub mod policy;
 pub mod seal;
 pub mod services;
 pub mod store;
+pub mod tokencache;
 
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use error::DomainError;

@@ -1058,6 +1058,51 @@ async fn many_tokens_across_instances_are_exactly_once_in_batches() {
     a.assert_audit_clean().await;
 }
 
+/// Validation decides a right code on the row it last saw (the fast path of
+/// `ichido_domain::tokencache`), but only the store's conditional write
+/// decides: while another instance moves the token on, the first one's stale
+/// entry neither refuses a right code, nor accepts a spent one, nor counts a
+/// failure the row would not count, nor lets a suspended token through.
+async fn a_stale_validation_entry_never_decides_alone() {
+    let db = FileDb::new();
+    let (a, b) = two_instances(&db).await;
+    let t = a.active(C, "taro", TokenKind::Event).await;
+    let v = |c: &Center, n: u64| {
+        let code = t.hotp(n);
+        let ichido = Arc::clone(&c.ichido);
+        let (op, id) = (c.op.clone(), t.token_id.clone());
+        async move { ichido.validate(&op, &id, &code).await }
+    };
+    // a accepts counter 1 and keeps the row (counter 2); b moves on to 16.
+    assert!(v(&a, 1).await.is_ok());
+    for n in 2..=15 {
+        assert!(v(&b, n).await.is_ok(), "b, counter {n}");
+    }
+    // Beyond a's look-ahead from its entry (2 + 10), inside the row's: accepted,
+    // with no failure counted on the way.
+    assert_eq!(v(&a, 17).await.unwrap(), Acceptance::Event { counter: 17 });
+    assert_eq!(b.failures(&t).await, 0);
+    // a's entry says 18 is next; b spends 18..=20. A spent code a calls right
+    // is refused as a replay, counted once.
+    for n in 18..=20 {
+        assert!(v(&b, n).await.is_ok(), "b, counter {n}");
+    }
+    assert!(matches!(v(&a, 19).await, Err(DomainError::OtpReplayed)));
+    assert_eq!(b.failures(&t).await, 1);
+    assert!(matches!(v(&a, 19).await, Err(DomainError::OtpReplayed)));
+    assert_eq!(b.failures(&t).await, 2);
+    // a keeps a fresh entry again; b suspends the token: a's next right code
+    // answers with the state, and the code stays unspent.
+    assert!(v(&a, 21).await.is_ok());
+    b.ichido.suspend(&b.op, C, "taro", Some(0)).await.unwrap();
+    assert!(matches!(v(&a, 22).await, Err(DomainError::TokenSuspended)));
+    let tok = b.stored(&t).await;
+    assert_eq!((tok.state, tok.counter), (TokenState::Suspended, 22));
+    b.ichido.resume(&b.op, C, "taro").await.unwrap();
+    assert_eq!(v(&a, 22).await.unwrap(), Acceptance::Event { counter: 22 });
+    a.assert_audit_clean().await;
+}
+
 async fn activation_and_resync_are_exactly_once_under_concurrency() {
     let db = FileDb::new();
     let (a, b) = two_instances(&db).await;
@@ -1687,6 +1732,7 @@ conformance! {
         a_time_code_is_accepted_exactly_once_under_concurrency,
         activation_and_resync_are_exactly_once_under_concurrency,
         many_tokens_across_instances_are_exactly_once_in_batches,
+        a_stale_validation_entry_never_decides_alone,
         concurrent_wrong_passwords_are_all_counted,
         concurrent_password_guesses_are_bounded_by_the_lock_threshold,
     ];

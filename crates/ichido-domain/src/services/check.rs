@@ -10,6 +10,7 @@ use ichido_otp::{time_step, verify_hotp, verify_totp, Code, HotpVerdict, Key, To
 
 use super::{state_error, Actor, Ichido};
 use crate::error::DomainError;
+use crate::ids::TokenId;
 use crate::model::{Token, TokenKind, TokenState};
 use crate::store::{Accept, Acceptance};
 
@@ -109,6 +110,91 @@ impl Ichido {
         }
         let key = self.token_key(token)?;
         let verdict = self.decide(token, &key, code);
+        self.settle(actor, action, token, verdict, from, to).await
+    }
+
+    /// Validation's fast path: decides on the cached entry of an active token
+    /// (see [`crate::tokencache`]) and goes on only with a code the entry
+    /// calls right, writing it with the same conditional write. `None` when
+    /// the entry has nothing to say (no entry, a code it does not call right,
+    /// a write that changed no row): the caller then decides on the row read
+    /// from the store, and nothing has been counted or written.
+    pub(crate) async fn check_cached(
+        &self,
+        actor: &Actor,
+        action: &'static str,
+        token_id: &TokenId,
+        code: &Code,
+    ) -> Option<Result<Acceptance, DomainError>> {
+        let token = self.tokens.get(token_id)?;
+        let key = self.token_key(&token).ok()?;
+        let Verdict::Accepted(acceptance) = self.decide(&token, &key, code) else {
+            return None;
+        };
+        let now = self.clock.now();
+        let accept = Accept {
+            acceptance,
+            from: TokenState::Active,
+            to: TokenState::Active,
+            now,
+        };
+        let audit = self.token_record(actor, action, &token, "ok");
+        match self.store.accept(&token.token_id, accept, audit).await {
+            Ok(true) => {
+                tracing::debug!(token_id = %token.token_id, "code accepted");
+                self.tokens.put(&advanced(token, acceptance, now));
+                Some(Ok(acceptance))
+            }
+            Ok(false) => {
+                self.tokens.forget(token_id);
+                None
+            }
+            Err(e) => {
+                self.tokens.forget(token_id);
+                Some(Err(e.into()))
+            }
+        }
+    }
+
+    /// Validates `otp` for `token` as read from the store (state `Active`),
+    /// and keeps the row for the fast path when the code was accepted.
+    pub(crate) async fn check_read(
+        &self,
+        actor: &Actor,
+        action: &'static str,
+        token: Token,
+        code: &Code,
+    ) -> Result<Acceptance, DomainError> {
+        let checked = self
+            .check_code(
+                actor,
+                action,
+                &token,
+                code,
+                TokenState::Active,
+                TokenState::Active,
+            )
+            .await;
+        match checked {
+            Ok(acceptance) => self
+                .tokens
+                .put(&advanced(token, acceptance, self.clock.now())),
+            Err(_) => self.tokens.forget(&token.token_id),
+        }
+        checked
+    }
+
+    /// Writes what [`Self::check_code`] decided: the conditional write of an
+    /// accepted code, else one failure.
+    async fn settle(
+        &self,
+        actor: &Actor,
+        action: &'static str,
+        token: &Token,
+        verdict: Verdict,
+        from: TokenState,
+        to: TokenState,
+    ) -> Result<Acceptance, DomainError> {
         let failure = match verdict {
             Verdict::Accepted(acceptance) => {
                 let accept = Accept {
@@ -180,4 +266,18 @@ impl Ichido {
             },
         }
     }
+}
+
+/// `token` as the conditional write of `acceptance` at `now` left its row.
+fn advanced(mut token: Token, acceptance: Acceptance, now: i64) -> Token {
+    match acceptance {
+        Acceptance::Event { counter } => token.counter = counter.saturating_add(1),
+        Acceptance::Time { step, offset } => {
+            token.last_step = Some(step);
+            token.time_offset = offset;
+        }
+    }
+    token.failures = 0;
+    token.updated_at = now;
+    token
 }

@@ -24,6 +24,7 @@ use crate::password::{PasswordParams, Passwords};
 use crate::policy::Policy;
 use crate::seal::MasterKey;
 use crate::store::Store;
+use crate::tokencache::TokenCache;
 
 pub use audit_log::ChainReport;
 pub use console::{ConsoleSignIn, CONSOLE_LOCK_THRESHOLD, CONSOLE_SESSION_PREFIX};
@@ -66,6 +67,8 @@ pub struct Ichido {
     passwords: Arc<Passwords>,
     /// Opened token keys (see [`crate::keycache`]).
     keys: KeyCache<ichido_otp::Key>,
+    /// Active tokens recently seen by validation (see [`crate::tokencache`]).
+    tokens: TokenCache,
     /// Operators found by API key (see [`directory::OperatorCache`]).
     operators: directory::OperatorCache,
 }
@@ -87,14 +90,17 @@ impl Ichido {
             master,
             passwords,
             keys: KeyCache::new(DEFAULT_KEY_CACHE_CAPACITY),
+            tokens: TokenCache::new(DEFAULT_KEY_CACHE_CAPACITY),
             operators: directory::OperatorCache::default(),
         })
     }
 
-    /// Caches the keys of at most `capacity` tokens (0: open every time).
+    /// Caches the keys, and the rows for validation's fast path, of at most
+    /// `capacity` tokens (0: open every secret and read every row each time).
     #[must_use]
     pub fn with_key_cache(mut self, capacity: usize) -> Self {
         self.keys = KeyCache::new(capacity);
+        self.tokens = TokenCache::new(capacity);
         self
     }
 

@@ -93,6 +93,7 @@ impl Ichido {
             now: self.clock.now(),
         };
         let audit = self.token_record(&actor, "token.resync", &token, "ok");
+        self.tokens.forget(&token.token_id);
         if self.store.accept(&token.token_id, accept, audit).await? {
             Ok(())
         } else {

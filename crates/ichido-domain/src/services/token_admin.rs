@@ -31,6 +31,8 @@ impl Ichido {
         change: TokenChange,
     ) -> Result<Token, DomainError> {
         let audit = self.token_record(actor, action, &token, "ok");
+        // The entry of the validation fast path would only be a worse hint now.
+        self.tokens.forget(&token.token_id);
         match self
             .store
             .change(&token.token_id, change, self.clock.now(), audit)

@@ -3,7 +3,6 @@
 use super::{Actor, Ichido};
 use crate::error::DomainError;
 use crate::ids::TokenId;
-use crate::model::TokenState;
 use crate::store::Acceptance;
 
 impl Ichido {
@@ -18,19 +17,17 @@ impl Ichido {
     ) -> Result<Acceptance, DomainError> {
         let token_id: TokenId = token_id.parse()?;
         let code = Self::parse_code("otp", otp)?;
+        if let Some(done) = self
+            .check_cached(actor, "token.validate", &token_id, &code)
+            .await
+        {
+            return done;
+        }
         let token = self
             .store
             .token(&token_id)
             .await?
             .ok_or(DomainError::NotFound("token"))?;
-        self.check_code(
-            actor,
-            "token.validate",
-            &token,
-            &code,
-            TokenState::Active,
-            TokenState::Active,
-        )
-        .await
+        self.check_read(actor, "token.validate", token, &code).await
     }
 }
