@@ -3,9 +3,12 @@
 # times, and prints every run's JSON line and the medians. The figures of
 # docs/performance.md come from this script.
 #
-#   scripts/bench.sh [--runs N] [--pin] [--postgres URL] [--server-arg ARG]... [-- BENCH ARGS]
+#   scripts/bench.sh [--runs N] [--instances N] [--pin] [--postgres URL] [--server-arg ARG]... [-- BENCH ARGS]
 #
 #   --runs N          runs of the bench against the same server (default 3)
+#   --instances N     N servers on the one database, each loaded by its own
+#                     bench at the same time; a run's figure is their sum
+#                     (p50/p99/p99.9: the worst instance's)
 #   --pin             the server on CPU 0 and the bench on CPU 1 (taskset):
 #                     what one core of server does when the load comes from
 #                     elsewhere (PostgreSQL, if used, is not pinned)
@@ -22,10 +25,13 @@
 #   scripts/bench.sh --server-arg=--token-lock-threshold=100 \
 #       -- --mode wrong --reset-every 99               # failure path
 #   scripts/bench.sh --postgres postgres://postgres@127.0.0.1:5432/test
+#   scripts/bench.sh --instances 2 --postgres postgres://postgres@127.0.0.1:5432/test \
+#       -- --tokens 1000 --concurrency 32 --duration 10   # two instances
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 runs=3
+instances=1
 pg=""
 server_args=()
 server_cpu=()
@@ -33,6 +39,7 @@ bench_cpu=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs="$2"; shift 2 ;;
+    --instances) instances="$2"; shift 2 ;;
     --postgres) pg="$2"; shift 2 ;;
     --pin) server_cpu=(taskset -c 0); bench_cpu=(taskset -c 1); shift ;;
     --server-arg=*) server_args+=("${1#--server-arg=}"); shift ;;
@@ -48,9 +55,9 @@ cargo build --release --locked -p ichido >&2
 bin="${CARGO_TARGET_DIR:-target}/release/ichido"
 
 work="$(mktemp -d)"
-server_pid=""
+server_pids=()
 cleanup() {
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  for p in "${server_pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -65,22 +72,52 @@ else
   db="sqlite://$work/bench.db"
 fi
 
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 key="$("$bin" operator create bench --database "$db" | head -n 1)"
-"${server_cpu[@]}" "$bin" serve --database "$db" --listen "127.0.0.1:$port" "${server_args[@]}" \
-  >"$work/serve.log" 2>&1 &
-server_pid=$!
-for _ in $(seq 1 100); do
-  curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
-  sleep 0.1
+ports=()
+for n in $(seq 1 "$instances"); do
+  port="$(free_port)"
+  "${server_cpu[@]}" "$bin" serve --database "$db" --listen "127.0.0.1:$port" "${server_args[@]}" \
+    >"$work/serve-$n.log" 2>&1 &
+  server_pids+=($!)
+  for _ in $(seq 1 100); do
+    curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  curl -fs "http://127.0.0.1:$port/healthz" >/dev/null || { cat "$work/serve-$n.log" >&2; exit 1; }
+  ports+=("$port")
 done
-curl -fs "http://127.0.0.1:$port/healthz" >/dev/null || { cat "$work/serve.log" >&2; exit 1; }
 
-echo "server: ${server_cpu[*]} $bin serve --database ${db%%\?*} ${server_args[*]:-}" >&2
-echo "bench:  ${bench_cpu[*]} $bin bench ${bench_args[*]}" >&2
+echo "server: ${server_cpu[*]} $bin serve --database ${db%%\?*} ${server_args[*]:-} (x$instances)" >&2
+echo "bench:  ${bench_cpu[*]} $bin bench ${bench_args[*]} (one per server, at once)" >&2
 results=()
 for i in $(seq 1 "$runs"); do
-  line="$("${bench_cpu[@]}" "$bin" bench --url "http://127.0.0.1:$port" --key "$key" --json "${bench_args[@]}" | tail -n 1)"
+  # One bench per server, started together; a run's figure is their sum.
+  bench_pids=()
+  for n in $(seq 1 "$instances"); do
+    "${bench_cpu[@]}" "$bin" bench --url "http://127.0.0.1:${ports[$((n - 1))]}" --key "$key" --json \
+      "${bench_args[@]}" >"$work/bench-$i-$n.out" &
+    bench_pids+=($!)
+  done
+  for p in "${bench_pids[@]}"; do wait "$p" || true; done
+  line="$(for n in $(seq 1 "$instances"); do tail -n 1 "$work/bench-$i-$n.out"; done | python3 -c '
+import json, sys
+parts = [json.loads(l) for l in sys.stdin if l.strip()]
+total = dict(parts[0])
+total["validations_per_sec"] = sum(p["validations_per_sec"] for p in parts)
+for k in ("correctness_failures", "accepted", "measured"):
+    total[k] = sum(p[k] for p in parts)
+total["concurrency"] = sum(p["concurrency"] for p in parts)
+errors = {}
+for p in parts:
+    for code, n in p["errors"].items():
+        errors[code] = errors.get(code, 0) + n
+total["errors"] = errors
+for k in ("p50_ms", "p99_ms", "p999_ms"):
+    total[k] = max(p[k] for p in parts)
+total["instances"] = len(parts)
+print(json.dumps(total))
+')"
   echo "run $i: $line"
   results+=("$line")
 done
