@@ -64,6 +64,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(opts.busy_timeout)
             .foreign_keys(true);
+        if !memory {
+            create_private(connect.get_filename())
+                .map_err(|e| OpenError::Connect(format!("cannot create the database file: {e}")))?;
+        }
         let pool_options = |max: u32| {
             let keep = |secs: u64| (!memory).then(|| std::time::Duration::from_secs(secs));
             SqlitePoolOptions::new()
@@ -103,6 +107,32 @@ impl SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db_err)
+    }
+}
+
+/// Creates a missing database file readable by its owner alone (0600): it
+/// holds password hashes and sealed secrets. SQLite gives its `-wal` and
+/// `-shm` files the mode of the database file. An existing file is left as
+/// it is (its owner chose its mode).
+fn create_private(path: &std::path::Path) -> std::io::Result<()> {
+    if path.as_os_str().is_empty() || path.exists() {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    match opts.open(path) {
+        Ok(_) => Ok(()),
+        // Another instance created it first: fine.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -734,5 +764,33 @@ impl HealthStore for SqliteStore {
             .await
             .map_err(db_err)?;
         Ok(())
+    }
+}
+
+#[cfg(all(test, unix))]
+mod file_tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use crate::{SqliteStore, StoreOptions};
+
+    /// A new database and its WAL are readable by their owner alone.
+    #[tokio::test]
+    async fn a_new_database_file_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data").join("ichido.db");
+        let url = format!("sqlite://{}", path.display());
+        let store = SqliteStore::open(&url, &StoreOptions::default())
+            .await
+            .unwrap();
+        for file in [path.clone(), path.with_extension("db-wal")] {
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+        }
+        drop(store);
+        // Opening it again keeps the file and its mode.
+        let again = SqliteStore::open(&url, &StoreOptions::default()).await;
+        assert!(again.is_ok());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }
