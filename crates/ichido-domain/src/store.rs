@@ -36,6 +36,17 @@ pub struct Accept {
     pub now: i64,
 }
 
+/// Where a token's row stood when a code was decided on it. A failure counted
+/// with a position is written only if the row still stands there (so a
+/// decision made on a cached row never counts a failure that the row as it
+/// is now would not count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub counter: u64,
+    pub last_step: Option<u64>,
+    pub time_offset: i64,
+}
+
 /// The result of counting one failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FailureCount {
@@ -147,12 +158,15 @@ pub trait TokenStore: Send + Sync {
         accept: Accept,
         audit: AuditRecord,
     ) -> StoreResult<bool>;
-    /// Counts one failure if the token is in `state`; reaching `threshold` moves it
-    /// to `locked` (or `revoked` when pending). `None` if the token was not in `state`.
+    /// Counts one failure if the token is in `state` (and, given `seen`, its
+    /// row still stands at that position); reaching `threshold` moves it to
+    /// `locked` (or `revoked` when pending). `None` if the token was not in
+    /// `state` or had moved from `seen`: nothing is written then.
     async fn record_failure(
         &self,
         token_id: &TokenId,
         state: TokenState,
+        seen: Option<Position>,
         threshold: u32,
         now: i64,
         audit: AuditRecord,

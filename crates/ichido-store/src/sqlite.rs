@@ -20,7 +20,7 @@ use ichido_domain::model::{
 };
 use ichido_domain::store::{
     Accept, AuditStore, DirectoryStore, FailureCount, HealthStore, MetaStore, PasswordLockStore,
-    SessionStore, StoreResult, TokenChange, TokenStore, TransactionStore,
+    Position, SessionStore, StoreResult, TokenChange, TokenStore, TransactionStore,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
@@ -467,12 +467,13 @@ impl TokenStore for SqliteStore {
         &self,
         token_id: &TokenId,
         state: TokenState,
+        seen: Option<Position>,
         threshold: u32,
         now: i64,
         audit: AuditRecord,
     ) -> StoreResult<Option<FailureCount>> {
         self.batch
-            .record_failure(token_id, state, threshold, now, audit)
+            .record_failure(token_id, state, seen, threshold, now, audit)
             .await
     }
 

@@ -1100,6 +1100,27 @@ async fn a_stale_validation_entry_never_decides_alone() {
     assert_eq!((tok.state, tok.counter), (TokenState::Suspended, 22));
     b.ichido.resume(&b.op, C, "taro").await.unwrap();
     assert_eq!(v(&a, 22).await.unwrap(), Acceptance::Event { counter: 22 });
+    // A wrong code on a's current entry counts one failure; after b moved the
+    // row on (and cleared the count), a wrong code on a's stale entry counts
+    // one too, on the row — never zero, never two.
+    let wrong = t.wrong_code(23);
+    let w = |c: &Center| {
+        let (ichido, op, id, code) = (
+            Arc::clone(&c.ichido),
+            c.op.clone(),
+            t.token_id.clone(),
+            wrong.clone(),
+        );
+        async move { ichido.validate(&op, &id, &code).await }
+    };
+    let before = b.failures(&t).await;
+    assert!(matches!(w(&a).await, Err(DomainError::InvalidOtp)));
+    assert_eq!(b.failures(&t).await, before + 1);
+    assert!(v(&b, 23).await.is_ok());
+    assert_eq!(b.failures(&t).await, 0);
+    assert!(matches!(w(&a).await, Err(DomainError::InvalidOtp)));
+    assert_eq!(b.failures(&t).await, 1);
+    assert_eq!(v(&a, 24).await.unwrap(), Acceptance::Event { counter: 24 });
     a.assert_audit_clean().await;
 }
 

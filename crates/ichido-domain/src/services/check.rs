@@ -12,7 +12,7 @@ use super::{state_error, Actor, Ichido};
 use crate::error::DomainError;
 use crate::ids::TokenId;
 use crate::model::{Token, TokenKind, TokenState};
-use crate::store::{Accept, Acceptance};
+use crate::store::{Accept, Acceptance, Position};
 
 /// What the check decided, before it is written.
 enum Verdict {
@@ -114,11 +114,12 @@ impl Ichido {
     }
 
     /// Validation's fast path: decides on the cached entry of an active token
-    /// (see [`crate::tokencache`]) and goes on only with a code the entry
-    /// calls right, writing it with the same conditional write. `None` when
-    /// the entry has nothing to say (no entry, a code it does not call right,
-    /// a write that changed no row): the caller then decides on the row read
-    /// from the store, and nothing has been counted or written.
+    /// (see [`crate::tokencache`]) and writes the decision conditionally: a
+    /// right code with the same conditional write as always, a wrong or spent
+    /// one as a failure counted only if the row still stands where the entry
+    /// says. `None` when the entry has nothing to say (no entry, a write that
+    /// changed no row): the caller then decides on the row read from the
+    /// store, and nothing has been counted or written.
     pub(crate) async fn check_cached(
         &self,
         actor: &Actor,
@@ -128,8 +129,18 @@ impl Ichido {
     ) -> Option<Result<Acceptance, DomainError>> {
         let token = self.tokens.get(token_id)?;
         let key = self.token_key(&token).ok()?;
-        let Verdict::Accepted(acceptance) = self.decide(&token, &key, code) else {
-            return None;
+        let acceptance = match self.decide(&token, &key, code) {
+            Verdict::Accepted(acceptance) => acceptance,
+            Verdict::Replayed => {
+                return self
+                    .fail_cached(actor, action, &token, DomainError::OtpReplayed)
+                    .await
+            }
+            Verdict::Wrong => {
+                return self
+                    .fail_cached(actor, action, &token, DomainError::InvalidOtp)
+                    .await
+            }
         };
         let now = self.clock.now();
         let accept = Accept {
@@ -156,8 +167,54 @@ impl Ichido {
         }
     }
 
+    /// Counts `failure` for a code decided on the cached entry `token`, only
+    /// if the row still stands where the entry says (then the row would
+    /// decide alike); else `None`, nothing written.
+    async fn fail_cached(
+        &self,
+        actor: &Actor,
+        action: &'static str,
+        token: &Token,
+        failure: DomainError,
+    ) -> Option<Result<Acceptance, DomainError>> {
+        let seen = Position {
+            counter: token.counter,
+            last_step: token.last_step,
+            time_offset: token.time_offset,
+        };
+        let counted = self
+            .store
+            .record_failure(
+                &token.token_id,
+                TokenState::Active,
+                Some(seen),
+                self.policy.token_lock_threshold,
+                self.clock.now(),
+                self.token_record(actor, action, token, failure.code()),
+            )
+            .await;
+        match counted {
+            Ok(Some(c)) => {
+                tracing::info!(token_id = %token.token_id, failures = c.failures, state = %c.state, outcome = failure.code(), "code refused");
+                if c.state != TokenState::Active {
+                    self.tokens.forget(&token.token_id);
+                }
+                Some(Err(failure))
+            }
+            Ok(None) => {
+                self.tokens.forget(&token.token_id);
+                None
+            }
+            Err(e) => {
+                self.tokens.forget(&token.token_id);
+                Some(Err(e.into()))
+            }
+        }
+    }
+
     /// Validates `otp` for `token` as read from the store (state `Active`),
-    /// and keeps the row for the fast path when the code was accepted.
+    /// and keeps the row for the fast path when the code was accepted or
+    /// refused as wrong or spent (a failure does not move the row).
     pub(crate) async fn check_read(
         &self,
         actor: &Actor,
@@ -175,10 +232,11 @@ impl Ichido {
                 TokenState::Active,
             )
             .await;
-        match checked {
+        match &checked {
             Ok(acceptance) => self
                 .tokens
-                .put(&advanced(token, acceptance, self.clock.now())),
+                .put(&advanced(token, *acceptance, self.clock.now())),
+            Err(DomainError::InvalidOtp | DomainError::OtpReplayed) => self.tokens.put(&token),
             Err(_) => self.tokens.forget(&token.token_id),
         }
         checked
@@ -250,6 +308,7 @@ impl Ichido {
             .record_failure(
                 &token.token_id,
                 from,
+                None,
                 self.policy.token_lock_threshold,
                 self.clock.now(),
                 self.token_record(actor, action, token, failure.code()),

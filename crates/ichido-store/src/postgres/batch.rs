@@ -35,7 +35,7 @@ use ichido_domain::audit::AuditRecord;
 use ichido_domain::error::StoreError;
 use ichido_domain::ids::TokenId;
 use ichido_domain::model::TokenState;
-use ichido_domain::store::{Accept, Acceptance, FailureCount, StoreResult};
+use ichido_domain::store::{Accept, Acceptance, FailureCount, Position, StoreResult};
 use sqlx::{PgConnection, PgPool, Postgres};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
@@ -56,6 +56,7 @@ enum Work {
     },
     Failure {
         state: TokenState,
+        seen: Option<Position>,
         threshold: u32,
         now: i64,
         audit: AuditRecord,
@@ -163,12 +164,14 @@ impl Batcher {
         &self,
         token_id: &TokenId,
         state: TokenState,
+        seen: Option<Position>,
         threshold: u32,
         now: i64,
         audit: AuditRecord,
     ) -> StoreResult<Option<FailureCount>> {
         let work = Work::Failure {
             state,
+            seen,
             threshold,
             now,
             audit,
@@ -304,10 +307,11 @@ async fn write(
                 }
                 Work::Failure {
                     state,
+                    seen,
                     threshold,
                     now,
                     audit,
-                } => failures.push(i, token_id, state, threshold, now, audit),
+                } => failures.push(i, token_id, state, seen, threshold, now, audit),
                 Work::Audit(audit) => {
                     records[i].push(audit);
                     outcomes[i] = Some(Ok(Outcome::Audit));
@@ -524,6 +528,10 @@ struct FailureRows {
     token_id: Vec<String>,
     state: Vec<TokenState>,
     state_text: Vec<&'static str>,
+    check: Vec<bool>,
+    counter: Vec<Option<i64>>,
+    last_step: Vec<Option<i64>>,
+    time_offset: Vec<Option<i64>>,
     lock_to: Vec<&'static str>,
     threshold: Vec<i64>,
     now: Vec<i64>,
@@ -531,15 +539,24 @@ struct FailureRows {
 }
 
 impl FailureRows {
+    // The columns of one failure job, as `Work::Failure` holds them.
+    #[allow(clippy::too_many_arguments)]
     fn push(
         &mut self,
         i: usize,
         token_id: String,
         state: TokenState,
+        seen: Option<Position>,
         threshold: u32,
         now: i64,
         audit: AuditRecord,
     ) {
+        // A position beyond PostgreSQL's integers matches no row.
+        let big = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.check.push(seen.is_some());
+        self.counter.push(seen.map(|p| big(p.counter)));
+        self.last_step.push(seen.and_then(|p| p.last_step).map(big));
+        self.time_offset.push(seen.map(|p| p.time_offset));
         let lock_to = if state == TokenState::Pending {
             TokenState::Revoked
         } else {
@@ -567,9 +584,14 @@ impl FailureRows {
                     state = CASE WHEN t.failures + 1 >= v.threshold THEN v.lock_to ELSE t.state END,
                     sealed_secret = CASE WHEN t.failures + 1 >= v.threshold AND v.lock_to = 'revoked'
                                          THEN ''::bytea ELSE t.sealed_secret END
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[])
-                  AS v(token_id, from_state, lock_to, threshold, now)
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[],
+                         $6::bool[], $7::int8[], $8::int8[], $9::int8[])
+                  AS v(token_id, from_state, lock_to, threshold, now,
+                       check_pos, counter, last_step, time_offset)
              WHERE t.token_id = v.token_id AND t.state = v.from_state
+                   AND (NOT v.check_pos OR (t.counter = v.counter
+                        AND t.last_step IS NOT DISTINCT FROM v.last_step
+                        AND t.time_offset = v.time_offset))
              RETURNING t.token_id, t.failures, t.state",
         )
         .bind(&self.token_id)
@@ -577,6 +599,10 @@ impl FailureRows {
         .bind(&self.lock_to)
         .bind(&self.threshold)
         .bind(&self.now)
+        .bind(&self.check)
+        .bind(&self.counter)
+        .bind(&self.last_step)
+        .bind(&self.time_offset)
         .fetch_all(&mut *conn)
         .await
         .map_err(db_err)?;

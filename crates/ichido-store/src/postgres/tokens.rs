@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use ichido_domain::audit::AuditRecord;
 use ichido_domain::ids::TokenId;
 use ichido_domain::model::{Token, TokenState};
-use ichido_domain::store::{Accept, FailureCount, StoreResult, TokenChange, TokenStore};
+use ichido_domain::store::{Accept, FailureCount, Position, StoreResult, TokenChange, TokenStore};
 
 use super::{append, lock_user, PgStore};
 use crate::rows::{db_err, state_list, to_i64, TokenRow};
@@ -121,12 +121,13 @@ impl TokenStore for PgStore {
         &self,
         token_id: &TokenId,
         state: TokenState,
+        seen: Option<Position>,
         threshold: u32,
         now: i64,
         audit: AuditRecord,
     ) -> StoreResult<Option<FailureCount>> {
         self.batch
-            .record_failure(token_id, state, threshold, now, audit)
+            .record_failure(token_id, state, seen, threshold, now, audit)
             .await
     }
 

@@ -23,7 +23,7 @@ use ichido_domain::audit::{AuditRecord, GENESIS_HASH};
 use ichido_domain::error::StoreError;
 use ichido_domain::ids::TokenId;
 use ichido_domain::model::TokenState;
-use ichido_domain::store::{Accept, Acceptance, FailureCount, StoreResult};
+use ichido_domain::store::{Accept, Acceptance, FailureCount, Position, StoreResult};
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
@@ -46,6 +46,7 @@ enum Work {
     Failure {
         token_id: TokenId,
         state: TokenState,
+        seen: Option<Position>,
         threshold: u32,
         now: i64,
         audit: AuditRecord,
@@ -149,6 +150,7 @@ impl Batcher {
         &self,
         token_id: &TokenId,
         state: TokenState,
+        seen: Option<Position>,
         threshold: u32,
         now: i64,
         audit: AuditRecord,
@@ -156,6 +158,7 @@ impl Batcher {
         let work = Work::Failure {
             token_id: token_id.clone(),
             state,
+            seen,
             threshold,
             now,
             audit,
@@ -292,6 +295,7 @@ async fn write(
                 Some(Work::Failure {
                     token_id,
                     state,
+                    seen,
                     threshold,
                     now,
                     audit,
@@ -299,6 +303,7 @@ async fn write(
                     idx: i,
                     token_id,
                     state,
+                    seen,
                     threshold,
                     now,
                     audit,
@@ -451,7 +456,13 @@ pub(crate) async fn index_alone(writer: &SqlitePool) -> StoreResult<()> {
     tx.commit().await.map_err(db_err)
 }
 
-/// Rows per set-based `UPDATE` (at most 6 bound values each).
+/// A counter or step as SQLite stores it; one beyond its integers matches no
+/// row (it cannot be stored), so the conditional write changes nothing.
+fn big(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Rows per set-based `UPDATE` (at most 9 bound values each).
 const UPDATE_ROWS: usize = 128;
 
 struct EventRow {
@@ -480,6 +491,7 @@ struct FailureRow {
     idx: usize,
     token_id: TokenId,
     state: TokenState,
+    seen: Option<Position>,
     threshold: u32,
     now: i64,
     audit: AuditRecord,
@@ -613,11 +625,17 @@ async fn count_failures(
             .push_bind(r.now)
             .push_bind(i64::from(r.threshold))
             .push_bind(lock_to.as_str())
-            .push_bind(r.state.as_str());
+            .push_bind(r.state.as_str())
+            .push_bind(r.seen.is_some())
+            .push_bind(r.seen.map(|p| big(p.counter)))
+            .push_bind(r.seen.and_then(|p| p.last_step).map(big))
+            .push_bind(r.seen.map(|p| p.time_offset));
     });
     q.push(
         ") AS v
          WHERE tokens.token_id = v.column1 AND tokens.state = v.column5
+               AND (NOT v.column6 OR (tokens.counter = v.column7
+                    AND tokens.last_step IS v.column8 AND tokens.time_offset = v.column9))
          RETURNING token_id, failures, state",
     );
     let changed: Vec<(String, i64, String)> = q
