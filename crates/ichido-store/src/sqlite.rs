@@ -820,7 +820,7 @@ impl HealthStore for SqliteStore {
 
 #[cfg(test)]
 mod audit_ref_tests {
-    use ichido_domain::audit::{AuditFilter, AuditRecord};
+    use ichido_domain::audit::{AuditEvent, AuditFilter, AuditRecord};
     use ichido_domain::store::AuditStore;
 
     use crate::{SqliteStore, StoreOptions};
@@ -839,24 +839,9 @@ mod audit_ref_tests {
         }
     }
 
-    /// Look-ups by contract, user and token answer the same whether the
-    /// events are in the reference tables, in the tail after them, or both,
-    /// across pages: exactly what filtering the whole log gives.
-    #[tokio::test]
-    async fn indexed_and_tail_events_are_found_alike() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("a.db").display());
-        let store = SqliteStore::open(&url, &StoreOptions::default())
-            .await
-            .unwrap();
-        for i in 1..=60 {
-            store.append_audit(record(i)).await.unwrap();
-            if i == 25 || i == 40 {
-                super::batch::index_alone(&store.writer).await.unwrap();
-            }
-        }
-        let all = store.audit_chain(0, 1000).await.unwrap();
-        assert_eq!(all.len(), 60);
+    /// Every filter shape, page and limit answers exactly what filtering the
+    /// whole log (`all`, oldest first) gives.
+    async fn assert_lookups_match(store: &SqliteStore, all: &[AuditEvent]) {
         let s = |v: &str| Some(v.to_owned());
         let filters = [
             (None, None, None),
@@ -900,6 +885,96 @@ mod audit_ref_tests {
                 }
             }
         }
+    }
+
+    /// Look-ups by contract, user and token answer the same whether the
+    /// events are in the reference tables, in the tail after them, or both,
+    /// across pages.
+    #[tokio::test]
+    async fn indexed_and_tail_events_are_found_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("a.db").display());
+        let store = SqliteStore::open(&url, &StoreOptions::default())
+            .await
+            .unwrap();
+        for i in 1..=60 {
+            store.append_audit(record(i)).await.unwrap();
+            if i == 25 || i == 40 {
+                super::batch::index_alone(&store.writer).await.unwrap();
+            }
+        }
+        let all = store.audit_chain(0, 1000).await.unwrap();
+        assert_eq!(all.len(), 60);
+        assert_lookups_match(&store, &all).await;
+    }
+
+    /// A database made before the reference tables (migrations 0001–0003,
+    /// events in its log) is upgraded on open: its events are filed, and
+    /// look-ups answer as before, also for events appended after.
+    #[tokio::test]
+    async fn an_existing_log_is_filed_by_the_upgrade() {
+        use std::str::FromStr;
+
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("old.db").display());
+        let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite");
+        let mut files: Vec<_> = std::fs::read_dir(shipped)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        let old = dir.path().join("migrations");
+        std::fs::create_dir(&old).unwrap();
+        for file in files.iter().filter(|f| {
+            let name = f.file_name().unwrap().to_string_lossy().into_owned();
+            name.as_str() < "0004"
+        }) {
+            std::fs::copy(file, old.join(file.file_name().unwrap())).unwrap();
+        }
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
+            .unwrap()
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        sqlx::migrate::Migrator::new(old.as_path())
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        for i in 1..=40 {
+            let r = record(i);
+            sqlx::query(
+                "INSERT INTO audit_events (seq, at, actor, action, contract_no, user_id, token_id, outcome, prev_hash, hash)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'p', 'h')",
+            )
+            .bind(i64::try_from(i).unwrap())
+            .bind(r.at)
+            .bind(r.actor)
+            .bind(r.action)
+            .bind(r.contract_no)
+            .bind(r.user_id)
+            .bind(r.token_id)
+            .bind(r.outcome)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        pool.close().await;
+
+        let store = SqliteStore::open(&url, &StoreOptions::default())
+            .await
+            .unwrap();
+        let upto: i64 = sqlx::query_scalar("SELECT upto FROM audit_index_state")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(upto, 40, "the upgrade filed the existing log");
+        for i in 41..=60 {
+            store.append_audit(record(i)).await.unwrap();
+        }
+        let all = store.audit_chain(0, 1000).await.unwrap();
+        assert_eq!(all.len(), 60);
+        assert_lookups_match(&store, &all).await;
     }
 }
 
