@@ -1,12 +1,62 @@
 //! Rows as stored, and their conversion into domain records. Shared by backends.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 
-use ichido_domain::audit::AuditEvent;
+use ichido_domain::audit::{AuditEvent, AuditRecord};
 use ichido_domain::error::StoreError;
 use ichido_domain::ids::TokenId;
 use ichido_domain::model::{Contract, Operator, Role, Token, TokenKind, TokenState, User};
+use ichido_domain::store::FailureCount;
 use ichido_otp::{Algorithm, Digits};
+
+/// One counted failure as a batch answers it: pushes the job's own audit
+/// record, then — when the count moved the token out of `from` — the system's
+/// record of the lock (or of a pending token's discard).
+pub(crate) fn counted_failure(
+    audit: &AuditRecord,
+    from: TokenState,
+    failures: i64,
+    now: TokenState,
+    records: &mut Vec<AuditRecord>,
+) -> FailureCount {
+    records.push(audit.clone());
+    if now != from {
+        let mut lock = audit.clone();
+        lock.actor = "system".into();
+        lock.action = if now == TokenState::Revoked {
+            "token.discard"
+        } else {
+            "token.lock"
+        };
+        lock.outcome = format!("{} after {failures} consecutive failures", now.as_str());
+        records.push(lock);
+    }
+    FailureCount {
+        failures: u32::try_from(failures).unwrap_or(u32::MAX),
+        state: now,
+    }
+}
+
+/// The rows a set-based failure count returned (token ID, failures, state),
+/// by token ID. A state that cannot be read back aborts the batch rather than
+/// commit a count whose outcome nobody can report.
+pub(crate) fn counted_rows(
+    rows: Vec<(String, i64, String)>,
+) -> Result<HashMap<String, (i64, TokenState)>, StoreError> {
+    rows.into_iter()
+        .map(|(id, failures, state)| {
+            let state = TokenState::from_str(&state).map_err(|_| corrupt("token state"))?;
+            Ok((id, (failures, state)))
+        })
+        .collect()
+}
+
+/// A counter or step as a signed column holds it; one beyond its range
+/// matches no stored row, so a write conditioned on it changes nothing.
+pub(crate) fn saturating_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
 
 pub(crate) fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())

@@ -12,7 +12,7 @@ use super::{state_error, Actor, Ichido};
 use crate::error::DomainError;
 use crate::ids::TokenId;
 use crate::model::{Token, TokenKind, TokenState};
-use crate::store::{Accept, Acceptance, Position};
+use crate::store::{Accept, Acceptance, FailureCount, Position};
 
 /// What the check decided, before it is written.
 enum Verdict {
@@ -195,7 +195,7 @@ impl Ichido {
             .await;
         match counted {
             Ok(Some(c)) => {
-                tracing::info!(token_id = %token.token_id, failures = c.failures, state = %c.state, outcome = failure.code(), "code refused");
+                refused(token, &c, &failure);
                 if c.state != TokenState::Active {
                     self.tokens.forget(&token.token_id);
                 }
@@ -316,7 +316,7 @@ impl Ichido {
             .await?;
         match counted {
             Some(c) => {
-                tracing::info!(token_id = %token.token_id, failures = c.failures, state = %c.state, outcome = failure.code(), "code refused");
+                refused(token, &c, &failure);
                 Err(failure)
             }
             None => match self.store.token(&token.token_id).await? {
@@ -325,6 +325,11 @@ impl Ichido {
             },
         }
     }
+}
+
+/// Logs a refused code once its failure is counted (never the code itself).
+fn refused(token: &Token, c: &FailureCount, failure: &DomainError) {
+    tracing::info!(token_id = %token.token_id, failures = c.failures, state = %c.state, outcome = failure.code(), "code refused");
 }
 
 /// `token` as the conditional write of `acceptance` at `now` left its row.

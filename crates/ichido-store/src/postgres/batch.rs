@@ -28,7 +28,6 @@
 //! before the commit has returned.
 
 use std::collections::{HashMap, HashSet};
-use std::str::FromStr;
 use std::sync::Arc;
 
 use ichido_domain::audit::AuditRecord;
@@ -40,7 +39,7 @@ use sqlx::{PgConnection, PgPool, Postgres};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::append;
-use crate::rows::{db_err, to_i64};
+use crate::rows::{counted_failure, counted_rows, db_err, saturating_i64, to_i64};
 
 /// The most jobs one transaction holds.
 pub(super) const MAX_BATCH: usize = 256;
@@ -343,31 +342,15 @@ async fn write(
         if !failures.idx.is_empty() {
             let counted = failures.run(&mut tx).await?;
             for (k, i) in failures.idx.iter().copied().enumerate() {
-                let audit = failures.audit[k].clone();
-                let state = failures.state[k];
                 let outcome = match counted.get(failures.token_id[k].as_str()) {
                     None => Outcome::Failure(None),
-                    Some(&(count, new_state)) => {
-                        records[i].push(audit.clone());
-                        if new_state != state {
-                            let mut lock = audit;
-                            lock.actor = "system".into();
-                            lock.action = if new_state == TokenState::Revoked {
-                                "token.discard"
-                            } else {
-                                "token.lock"
-                            };
-                            lock.outcome = format!(
-                                "{} after {count} consecutive failures",
-                                new_state.as_str()
-                            );
-                            records[i].push(lock);
-                        }
-                        Outcome::Failure(Some(FailureCount {
-                            failures: u32::try_from(count).unwrap_or(u32::MAX),
-                            state: new_state,
-                        }))
-                    }
+                    Some(&(count, now)) => Outcome::Failure(Some(counted_failure(
+                        &failures.audit[k],
+                        failures.state[k],
+                        count,
+                        now,
+                        &mut records[i],
+                    ))),
                 };
                 outcomes[i] = Some(Ok(outcome));
             }
@@ -551,11 +534,10 @@ impl FailureRows {
         now: i64,
         audit: AuditRecord,
     ) {
-        // A position beyond PostgreSQL's integers matches no row.
-        let big = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         self.check.push(seen.is_some());
-        self.counter.push(seen.map(|p| big(p.counter)));
-        self.last_step.push(seen.and_then(|p| p.last_step).map(big));
+        self.counter.push(seen.map(|p| saturating_i64(p.counter)));
+        self.last_step
+            .push(seen.and_then(|p| p.last_step).map(saturating_i64));
         self.time_offset.push(seen.map(|p| p.time_offset));
         let lock_to = if state == TokenState::Pending {
             TokenState::Revoked
@@ -606,15 +588,6 @@ impl FailureRows {
         .fetch_all(&mut *conn)
         .await
         .map_err(db_err)?;
-        changed
-            .into_iter()
-            .map(|(id, failures, state)| {
-                // A state that cannot be read back aborts the batch rather
-                // than commit a count whose outcome nobody can report.
-                let state = TokenState::from_str(&state)
-                    .map_err(|_| StoreError::Corrupt("token state".into()))?;
-                Ok((id, (failures, state)))
-            })
-            .collect()
+        counted_rows(changed)
     }
 }

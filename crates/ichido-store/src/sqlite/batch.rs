@@ -16,7 +16,6 @@
 //! last sender (the last clone of the store) is dropped.
 
 use std::collections::{HashMap, HashSet};
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use ichido_domain::audit::{AuditRecord, GENESIS_HASH};
@@ -27,7 +26,7 @@ use ichido_domain::store::{Accept, Acceptance, FailureCount, Position, StoreResu
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::rows::{db_err, to_i64};
+use crate::rows::{counted_failure, counted_rows, db_err, saturating_i64, to_i64};
 
 /// The most jobs one transaction holds.
 pub(super) const MAX_BATCH: usize = 256;
@@ -338,28 +337,13 @@ async fn write(
             for r in chunk {
                 let outcome = match counted.get(r.token_id.as_str()) {
                     None => Ok(Outcome::Failure(None)),
-                    Some((failures, new_state)) => {
-                        let new_state = *new_state;
-                        records[r.idx].push(r.audit.clone());
-                        if new_state != r.state {
-                            let mut lock = r.audit.clone();
-                            lock.actor = "system".into();
-                            lock.action = if new_state == TokenState::Revoked {
-                                "token.discard"
-                            } else {
-                                "token.lock"
-                            };
-                            lock.outcome = format!(
-                                "{} after {failures} consecutive failures",
-                                new_state.as_str()
-                            );
-                            records[r.idx].push(lock);
-                        }
-                        Ok(Outcome::Failure(Some(FailureCount {
-                            failures: u32::try_from(*failures).unwrap_or(u32::MAX),
-                            state: new_state,
-                        })))
-                    }
+                    Some(&(failures, now)) => Ok(Outcome::Failure(Some(counted_failure(
+                        &r.audit,
+                        r.state,
+                        failures,
+                        now,
+                        &mut records[r.idx],
+                    )))),
                 };
                 outcomes[r.idx] = Some(outcome);
             }
@@ -454,12 +438,6 @@ pub(crate) async fn index_alone(writer: &SqlitePool) -> StoreResult<()> {
     let mut tx = writer.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
     index_audit_refs(&mut tx).await?;
     tx.commit().await.map_err(db_err)
-}
-
-/// A counter or step as SQLite stores it; one beyond its integers matches no
-/// row (it cannot be stored), so the conditional write changes nothing.
-fn big(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// Rows per set-based `UPDATE` (at most 9 bound values each).
@@ -627,8 +605,8 @@ async fn count_failures(
             .push_bind(lock_to.as_str())
             .push_bind(r.state.as_str())
             .push_bind(r.seen.is_some())
-            .push_bind(r.seen.map(|p| big(p.counter)))
-            .push_bind(r.seen.and_then(|p| p.last_step).map(big))
+            .push_bind(r.seen.map(|p| saturating_i64(p.counter)))
+            .push_bind(r.seen.and_then(|p| p.last_step).map(saturating_i64))
             .push_bind(r.seen.map(|p| p.time_offset));
     });
     q.push(
@@ -644,18 +622,15 @@ async fn count_failures(
         .fetch_all(&mut *conn)
         .await
         .map_err(db_err)?;
-    changed
-        .into_iter()
-        .map(|(id, failures, state)| {
-            let state = TokenState::from_str(&state)
-                .map_err(|_| StoreError::Corrupt("token state".into()))?;
-            Ok((id, (failures, state)))
-        })
-        .collect()
+    counted_rows(changed)
 }
 
-/// Chains `records` in order after the chain's head, read once.
-async fn append_all(conn: &mut SqliteConnection, records: &[AuditRecord]) -> StoreResult<()> {
+/// Chains `records` in order after the chain's head, read once, in
+/// multi-row inserts. Call inside a write transaction (batches and imports).
+pub(super) async fn append_all(
+    conn: &mut SqliteConnection,
+    records: &[AuditRecord],
+) -> StoreResult<()> {
     if records.is_empty() {
         return Ok(());
     }

@@ -9,11 +9,12 @@
 use std::collections::HashSet;
 
 use async_trait::async_trait;
-use ichido_domain::audit::{AuditRecord, GENESIS_HASH};
+use ichido_domain::audit::AuditRecord;
 use ichido_domain::model::Token;
 use ichido_domain::store::{ImportConflict, ImportRecord, ImportStore, StoreResult};
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
+use super::batch::append_all;
 use super::SqliteStore;
 use crate::rows::{db_err, to_i64};
 
@@ -137,43 +138,4 @@ async fn insert_tokens(
         }
     }
     Ok(None)
-}
-
-/// Appends `records` to the audit chain in order, in multi-row inserts. Call
-/// inside a write transaction (which holds SQLite's one writer lock).
-async fn append_all(conn: &mut SqliteConnection, records: &[AuditRecord]) -> StoreResult<()> {
-    let last: Option<(i64, String)> =
-        sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db_err)?;
-    let (mut seq, mut prev) = match last {
-        Some((s, h)) => (s + 1, h),
-        None => (1, GENESIS_HASH.to_owned()),
-    };
-    for chunk in records.chunks(ROWS) {
-        let mut rows = Vec::with_capacity(chunk.len());
-        for r in chunk {
-            let hash = r.hash_after(&prev, seq);
-            rows.push((seq, r, std::mem::replace(&mut prev, hash.clone()), hash));
-            seq += 1;
-        }
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO audit_events (seq, at, actor, action, contract_no, user_id, token_id, outcome, prev_hash, hash) ",
-        );
-        q.push_values(&rows, |mut b, (seq, r, prev, hash)| {
-            b.push_bind(*seq)
-                .push_bind(r.at)
-                .push_bind(&r.actor)
-                .push_bind(r.action)
-                .push_bind(&r.contract_no)
-                .push_bind(&r.user_id)
-                .push_bind(&r.token_id)
-                .push_bind(&r.outcome)
-                .push_bind(prev)
-                .push_bind(hash);
-        });
-        q.build().execute(&mut *conn).await.map_err(db_err)?;
-    }
-    Ok(())
 }
