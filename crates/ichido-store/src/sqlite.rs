@@ -9,6 +9,7 @@
 mod batch;
 mod import;
 pub(crate) mod operators;
+mod reads;
 
 use std::str::FromStr;
 
@@ -46,6 +47,8 @@ pub struct SqliteStore {
     /// Acceptances, failures and lone audit records: group-committed by one
     /// task that takes `writer`'s connection per batch (see [`batch`]).
     batch: batch::Batcher,
+    /// Token reads by id, gathered into one statement (see [`reads`]).
+    reads: reads::TokenReads,
 }
 
 impl SqliteStore {
@@ -95,10 +98,17 @@ impl SqliteStore {
                 .map_err(|e| OpenError::Connect(e.to_string()))?
         };
         let batch = batch::Batcher::start(writer.clone());
+        let readers = if memory {
+            1
+        } else {
+            opts.max_connections.max(1)
+        };
+        let reads = reads::TokenReads::start(pool.clone(), readers);
         Ok(Self {
             pool,
             writer,
             batch,
+            reads,
         })
     }
 
@@ -382,12 +392,7 @@ impl PasswordLockStore for SqliteStore {
 #[async_trait]
 impl TokenStore for SqliteStore {
     async fn token(&self, token_id: &TokenId) -> StoreResult<Option<Token>> {
-        let row: Option<TokenRow> = sqlx::query_as("SELECT * FROM tokens WHERE token_id = ?")
-            .bind(token_id.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?;
-        row.map(Token::try_from).transpose()
+        self.reads.get(token_id).await
     }
 
     async fn user_token(&self, contract_no: &str, user_id: &str) -> StoreResult<Option<Token>> {
