@@ -6,6 +6,7 @@
 //! (event) or `… WHERE last_step < ?` (time); a second request with the same code
 //! changes no row and is told so.
 
+mod auditindex;
 mod batch;
 mod import;
 pub(crate) mod operators;
@@ -49,12 +50,24 @@ pub struct SqliteStore {
     batch: batch::Batcher,
     /// Token reads by id, gathered into one statement (see [`reads`]).
     reads: reads::TokenReads,
+    /// The connection that files the audit index (see [`auditindex`]); the
+    /// filer task has its own handle, tests file through this one.
+    #[cfg(test)]
+    filer: SqlitePool,
+    /// Held while any clone of the store lives; the filer stops without it.
+    _filing: tokio::sync::mpsc::Sender<()>,
 }
 
 impl SqliteStore {
     /// Opens `url` (`sqlite://FILE`, `sqlite::memory:`), creating the file if
     /// missing, and applies the migrations.
     pub async fn open(url: &str, opts: &StoreOptions) -> Result<Self, OpenError> {
+        Self::open_filing(url, opts, true).await
+    }
+
+    /// [`Self::open`]; with `filing` false the audit index is filed only when
+    /// asked (tests that look at an index as they left it).
+    async fn open_filing(url: &str, opts: &StoreOptions, filing: bool) -> Result<Self, OpenError> {
         let memory = url.contains(":memory:") || url.contains("mode=memory");
         let connect = SqliteConnectOptions::from_str(url)
             .map_err(|e| OpenError::Connect(e.to_string()))?
@@ -80,22 +93,53 @@ impl SqliteStore {
                 .max_lifetime(keep(1800))
                 .acquire_timeout(opts.connect_timeout)
         };
-        let writer = pool_options(1)
-            .connect_with(connect.clone())
-            .await
-            .map_err(|e| OpenError::Connect(e.to_string()))?;
+        // The audit index: a file of its own beside a file store, attached
+        // to the connections that read or file it; for an in-memory store,
+        // an in-memory database on its one connection.
+        let index_file = (!memory).then(|| auditindex::path_of(connect.get_filename()));
+        let attach = auditindex::attacher;
+        let writer = if memory {
+            pool_options(1).after_connect(attach(None))
+        } else {
+            pool_options(1)
+        }
+        .connect_with(connect.clone())
+        .await
+        .map_err(|e| OpenError::Connect(e.to_string()))?;
         MIGRATOR
             .run(&writer)
             .await
             .map_err(|e| OpenError::Migrate(e.to_string()))?;
-        // An in-memory database lives in one connection: readers share the writer.
-        let pool = if memory {
-            writer.clone()
-        } else {
-            pool_options(opts.max_connections.max(1))
-                .connect_with(connect)
-                .await
-                .map_err(|e| OpenError::Connect(e.to_string()))?
+        let (pool, filer) = match &index_file {
+            // An in-memory database lives in one connection: readers and the
+            // filer share the writer's.
+            None => (writer.clone(), writer.clone()),
+            Some(file) => {
+                create_private(file).map_err(|e| {
+                    OpenError::Connect(format!("cannot create the audit index file: {e}"))
+                })?;
+                // The index is only an index: one that cannot be opened is
+                // removed and rebuilt from the log. (Checked on a lone
+                // connection: a pool would retry until its timeout.)
+                if let Err(e) = auditindex::check(&connect, file).await {
+                    tracing::warn!(error = %e, file = %file.display(), "the audit index cannot be opened; rebuilding it");
+                    auditindex::discard(file).map_err(|e| OpenError::Connect(e.to_string()))?;
+                    create_private(file).map_err(|e| {
+                        OpenError::Connect(format!("cannot create the audit index file: {e}"))
+                    })?;
+                }
+                let filer = pool_options(1)
+                    .after_connect(attach(Some(file.clone())))
+                    .connect_with(connect.clone())
+                    .await
+                    .map_err(|e| OpenError::Connect(e.to_string()))?;
+                let pool = pool_options(opts.max_connections.max(1))
+                    .after_connect(attach(Some(file.clone())))
+                    .connect_with(connect)
+                    .await
+                    .map_err(|e| OpenError::Connect(e.to_string()))?;
+                (pool, filer)
+            }
         };
         let batch = batch::Batcher::start(writer.clone());
         let readers = if memory {
@@ -104,11 +148,15 @@ impl SqliteStore {
             opts.max_connections.max(1)
         };
         let reads = reads::TokenReads::start(pool.clone(), readers);
+        let _filing = auditindex::start(filer.clone(), filing);
         Ok(Self {
             pool,
             writer,
             batch,
             reads,
+            #[cfg(test)]
+            filer,
+            _filing,
         })
     }
 
@@ -557,10 +605,10 @@ impl AuditStore for SqliteStore {
         self.batch.append_audit(audit).await
     }
 
-    /// Events after `audit_index_state.upto` are found in the short tail of
-    /// the log (a range of the primary key), older ones through a reference
-    /// table when the filter has a key for one (see migration 0004); both in
-    /// one read transaction, so one snapshot.
+    /// Events after the audit index's trusted `upto` are found in the tail
+    /// of the log (a range of the primary key), older ones through a
+    /// reference table of the index when the filter has a key for one (see
+    /// [`auditindex`]); both in one read transaction.
     async fn audit_events(&self, f: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {
         /// The conditions of `f` on the events' columns, `e.` prefixed.
         fn filters<'a>(q: &mut QueryBuilder<'a, Sqlite>, f: &'a AuditFilter) {
@@ -581,11 +629,7 @@ impl AuditStore for SqliteStore {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         let upto: i64 = match (&f.contract_no, &f.token_id) {
             (None, None) => i64::MIN,
-            _ => sqlx::query_scalar("SELECT upto FROM audit_index_state WHERE id = 1")
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err)?
-                .unwrap_or(0),
+            _ => auditindex::trusted_upto(&mut tx).await?,
         };
         // The tail (or, with no key to look up, the whole log).
         let mut q: QueryBuilder<Sqlite> =
@@ -603,17 +647,17 @@ impl AuditStore for SqliteStore {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT e.* FROM ");
             match (&f.contract_no, &f.user_id, &f.token_id) {
                 (Some(c), Some(u), _) => {
-                    q.push("audit_user_refs AS r JOIN audit_events AS e ON e.seq = r.seq WHERE r.contract_no = ")
+                    q.push("idx.audit_user_refs AS r JOIN audit_events AS e ON e.seq = r.seq WHERE r.contract_no = ")
                         .push_bind(c.as_str())
                         .push(" AND r.user_id = ")
                         .push_bind(u.as_str());
                 }
                 (_, _, Some(t)) => {
-                    q.push("audit_token_refs AS r JOIN audit_events AS e ON e.seq = r.seq WHERE r.token_id = ")
+                    q.push("idx.audit_token_refs AS r JOIN audit_events AS e ON e.seq = r.seq WHERE r.token_id = ")
                         .push_bind(t.as_str());
                 }
                 (Some(c), _, None) => {
-                    q.push("audit_user_refs AS r JOIN audit_events AS e ON e.seq = r.seq WHERE r.contract_no = ")
+                    q.push("idx.audit_user_refs AS r JOIN audit_events AS e ON e.seq = r.seq WHERE r.contract_no = ")
                         .push_bind(c.as_str());
                 }
                 // Not reached: `upto` is read only with a key to look up.
@@ -905,7 +949,7 @@ mod audit_ref_tests {
         for i in 1..=60 {
             store.append_audit(record(i)).await.unwrap();
             if i == 25 || i == 40 {
-                super::batch::index_alone(&store.writer).await.unwrap();
+                super::auditindex::file_all(&store.filer).await.unwrap();
             }
         }
         let all = store.audit_chain(0, 1000).await.unwrap();
@@ -913,9 +957,10 @@ mod audit_ref_tests {
         assert_lookups_match(&store, &all).await;
     }
 
-    /// A database made before the reference tables (migrations 0001–0003,
-    /// events in its log) is upgraded on open: its events are filed, and
-    /// look-ups answer as before, also for events appended after.
+    /// A database made before the audit index (migrations 0001–0003, events
+    /// in its log) is upgraded on open: look-ups answer from the log at
+    /// once, its events are filed into the index file, and look-ups answer
+    /// alike after that, also for events appended later.
     #[tokio::test]
     async fn an_existing_log_is_filed_by_the_upgrade() {
         use std::str::FromStr;
@@ -969,16 +1014,87 @@ mod audit_ref_tests {
         let store = SqliteStore::open(&url, &StoreOptions::default())
             .await
             .unwrap();
-        let upto: i64 = sqlx::query_scalar("SELECT upto FROM audit_index_state")
+        let old_log = store.audit_chain(0, 1000).await.unwrap();
+        assert_eq!(old_log.len(), 40);
+        assert_lookups_match(&store, &old_log).await;
+        super::auditindex::file_all(&store.filer).await.unwrap();
+        let upto: i64 = sqlx::query_scalar("SELECT upto FROM idx.audit_index_state")
             .fetch_one(&store.pool)
             .await
             .unwrap();
-        assert_eq!(upto, 40, "the upgrade filed the existing log");
+        assert_eq!(upto, 40, "the existing log is filed");
+        assert!(dir.path().join("old.db-audit-index").exists());
         for i in 41..=60 {
             store.append_audit(record(i)).await.unwrap();
         }
         let all = store.audit_chain(0, 1000).await.unwrap();
         assert_eq!(all.len(), 60);
+        assert_lookups_match(&store, &all).await;
+    }
+
+    /// The index is never trusted beyond the log it was filed from: after
+    /// the database is restored from an older copy and takes other events
+    /// under the same sequence numbers, look-ups still answer what the log
+    /// holds, and the filer rebuilds the index from it. A damaged index
+    /// file is replaced on open.
+    #[tokio::test]
+    async fn an_index_of_another_history_is_not_used_and_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a.db");
+        let url = format!("sqlite://{}", db.display());
+        let opts = StoreOptions::default();
+        let open = || SqliteStore::open(&url, &opts);
+        let store = open().await.unwrap();
+        for i in 1..=20 {
+            store.append_audit(record(i)).await.unwrap();
+        }
+        let backup = dir.path().join("backup.db");
+        sqlx::query("VACUUM INTO ?")
+            .bind(backup.to_string_lossy().into_owned())
+            .execute(&store.writer)
+            .await
+            .unwrap();
+        for i in 21..=40 {
+            store.append_audit(record(i)).await.unwrap();
+        }
+        super::auditindex::file_all(&store.filer).await.unwrap();
+        store.writer.close().await;
+        store.pool.close().await;
+        store.filer.close().await;
+        drop(store);
+
+        // Restore the copy of 20 events; the index (filed to 40) stays.
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(dir.path().join(format!("a.db{suffix}")));
+        }
+        std::fs::copy(&backup, &db).unwrap();
+        let store = SqliteStore::open_filing(&url, &opts, false).await.unwrap();
+        // Other events under sequence numbers 21..=45.
+        for i in 1021..=1045 {
+            store.append_audit(record(i)).await.unwrap();
+        }
+        let all = store.audit_chain(0, 1000).await.unwrap();
+        assert_eq!(all.len(), 45);
+        assert_lookups_match(&store, &all).await;
+        super::auditindex::file_all(&store.filer).await.unwrap();
+        let upto: i64 = sqlx::query_scalar("SELECT upto FROM idx.audit_index_state")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(upto, 45, "rebuilt from the restored log");
+        assert_lookups_match(&store, &all).await;
+        store.writer.close().await;
+        store.pool.close().await;
+        store.filer.close().await;
+        drop(store);
+
+        // A damaged index file: replaced on open, rebuilt, found alike.
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(dir.path().join(format!("a.db-audit-index{suffix}")));
+        }
+        std::fs::write(dir.path().join("a.db-audit-index"), vec![0x5a; 8192]).unwrap();
+        let store = open().await.unwrap();
+        super::auditindex::file_all(&store.filer).await.unwrap();
         assert_lookups_match(&store, &all).await;
     }
 }

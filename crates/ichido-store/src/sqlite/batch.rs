@@ -16,7 +16,6 @@
 //! last sender (the last clone of the store) is dropped.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
 
 use ichido_domain::audit::{AuditRecord, GENESIS_HASH};
 use ichido_domain::error::StoreError;
@@ -173,20 +172,7 @@ impl Batcher {
 /// The writer task: one batch per turn until every sender is gone.
 async fn run(writer: SqlitePool, mut rx: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut indexed_at = Instant::now();
-    loop {
-        let first = match tokio::time::timeout(AUDIT_REFS_IDLE, rx.recv()).await {
-            Ok(Some(job)) => job,
-            Ok(None) => return,
-            Err(_) => {
-                // Idle: index what other writers appended meanwhile.
-                if let Err(e) = index_alone(&writer).await {
-                    tracing::warn!(error = %e, "audit references not brought up to date");
-                }
-                indexed_at = Instant::now();
-                continue;
-            }
-        };
+    while let Some(first) = rx.recv().await {
         batch.push(first);
         // Waiting for the connection and the lock lets more jobs queue up.
         let tx = writer.begin_with("BEGIN IMMEDIATE").await;
@@ -207,18 +193,7 @@ async fn run(writer: SqlitePool, mut rx: mpsc::Receiver<Job>) {
         let written = match tx {
             Ok(mut tx) => match write(&mut tx, works).await {
                 // Dropping the transaction on an error rolls it back.
-                Ok(outcomes) => {
-                    let indexed = if indexed_at.elapsed() >= AUDIT_REFS_EVERY {
-                        indexed_at = Instant::now();
-                        index_audit_refs(&mut tx).await
-                    } else {
-                        Ok(())
-                    };
-                    match indexed {
-                        Ok(()) => tx.commit().await.map_err(db_err).map(|()| outcomes),
-                        Err(e) => Err(e),
-                    }
-                }
+                Ok(outcomes) => tx.commit().await.map_err(db_err).map(|()| outcomes),
                 Err(e) => Err(e),
             },
             Err(e) => Err(db_err(e)),
@@ -372,72 +347,6 @@ fn settle_accepts<'a>(
         }
         outcomes[idx] = Some(Ok(Outcome::Accept(ok)));
     }
-}
-
-/// How often a batch also brings the audit references up to date.
-const AUDIT_REFS_EVERY: Duration = Duration::from_millis(1000);
-/// How long the writer waits for work before it indexes on its own.
-const AUDIT_REFS_IDLE: Duration = Duration::from_secs(1);
-
-/// Adds the audit events after `audit_index_state.upto` to the reference
-/// tables by user and by token, in bulk, and moves `upto` to the last event
-/// (see migration 0004). Call inside a write transaction: it sees every
-/// event, and no other writer appends meanwhile.
-pub(crate) async fn index_audit_refs(conn: &mut SqliteConnection) -> StoreResult<()> {
-    let (upto, last): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT upto FROM audit_index_state WHERE id = 1),
-                (SELECT COALESCE(MAX(seq), 0) FROM audit_events)",
-    )
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(db_err)?;
-    if last <= upto {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT OR IGNORE INTO audit_user_refs (contract_no, user_id, seq)
-         SELECT contract_no, COALESCE(user_id, ''), seq FROM audit_events
-         WHERE seq > ?1 AND seq <= ?2 AND contract_no IS NOT NULL",
-    )
-    .bind(upto)
-    .bind(last)
-    .execute(&mut *conn)
-    .await
-    .map_err(db_err)?;
-    sqlx::query(
-        "INSERT OR IGNORE INTO audit_token_refs (token_id, seq)
-         SELECT token_id, seq FROM audit_events
-         WHERE seq > ?1 AND seq <= ?2 AND token_id IS NOT NULL",
-    )
-    .bind(upto)
-    .bind(last)
-    .execute(&mut *conn)
-    .await
-    .map_err(db_err)?;
-    sqlx::query("UPDATE audit_index_state SET upto = ? WHERE id = 1")
-        .bind(last)
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
-    Ok(())
-}
-
-/// [`index_audit_refs`] in a transaction of its own, when there is anything
-/// to index.
-pub(crate) async fn index_alone(writer: &SqlitePool) -> StoreResult<()> {
-    let pending: bool = sqlx::query_scalar(
-        "SELECT (SELECT COALESCE(MAX(seq), 0) FROM audit_events)
-              > (SELECT upto FROM audit_index_state WHERE id = 1)",
-    )
-    .fetch_one(writer)
-    .await
-    .map_err(db_err)?;
-    if !pending {
-        return Ok(());
-    }
-    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
-    index_audit_refs(&mut tx).await?;
-    tx.commit().await.map_err(db_err)
 }
 
 /// Rows per set-based `UPDATE` (at most 9 bound values each).

@@ -1,0 +1,255 @@
+//! The audit log's look-ups by user and by token: reference tables in a
+//! database file of their own beside the store's (`FILE-audit-index`),
+//! filled in the background from the log, which stays the record.
+//!
+//! Each event belongs at its user's and its token's place in these tables:
+//! with many users, a different B-tree leaf for nearly every event. Kept in
+//! the store's own file, those leaves were most of what the writer wrote and
+//! synced per acceptance (and, filed once a second, a stall of one batch).
+//! Kept here, they are written by a task of their own, on a connection of
+//! their own, in WAL mode with `synchronous=NORMAL` (no `fsync` per commit):
+//! the writer of acceptances never waits for them.
+//!
+//! Nothing is lost if the index is: it is rebuilt from the log. Its state
+//! row holds how far it has filed (`upto`) and the chain hash of that event;
+//! a reader trusts the index only up to an event whose hash the log still
+//! shows there (a restored backup, an index of another database, a lost
+//! commit all fall back to scanning the log), and the filer starts again
+//! from the beginning when the hash does not match. Events after `upto` are
+//! found by a scan of the log's tail (a range of its primary key).
+//!
+//! A reader's query sees the index and the log each in a snapshot of its
+//! own; both only grow, references point at events of the log, and the tail
+//! is read from `upto` on, so no event is answered twice, and none the log's
+//! snapshot holds is missed.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::Duration;
+
+use ichido_domain::error::StoreError;
+use ichido_domain::store::StoreResult;
+use sqlx::pool::PoolConnectionMetadata;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Connection, Executor, SqliteConnection, SqlitePool};
+use tokio::sync::mpsc;
+
+use crate::rows::db_err;
+
+/// How often the filer looks for new events.
+const EVERY: Duration = Duration::from_secs(1);
+/// Events filed per transaction (a large log is caught up in steps).
+const CHUNK: i64 = 50_000;
+
+/// The index file of the database file `db` (`ichido.db` → `ichido.db-audit-index`).
+pub(super) fn path_of(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-audit-index");
+    PathBuf::from(name)
+}
+
+/// Attaches the index as `idx` to a connection of the store (`None`: an
+/// in-memory index, for an in-memory store) and makes sure its tables exist.
+pub(super) async fn attach(conn: &mut SqliteConnection, file: Option<&Path>) -> sqlx::Result<()> {
+    let target = match file {
+        Some(p) => p.to_string_lossy().into_owned(),
+        None => ":memory:".to_owned(),
+    };
+    sqlx::query("ATTACH DATABASE ? AS idx")
+        .bind(target)
+        .execute(&mut *conn)
+        .await?;
+    if file.is_some() {
+        conn.execute("PRAGMA idx.journal_mode = WAL; PRAGMA idx.synchronous = NORMAL")
+            .await?;
+    }
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS idx.audit_user_refs (
+             contract_no TEXT NOT NULL,
+             user_id     TEXT NOT NULL, -- '' for an event of the contract alone
+             seq         INTEGER NOT NULL,
+             PRIMARY KEY (contract_no, user_id, seq)
+         ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS idx.audit_token_refs (
+             token_id TEXT NOT NULL,
+             seq      INTEGER NOT NULL,
+             PRIMARY KEY (token_id, seq)
+         ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS idx.audit_index_state (
+             id        INTEGER PRIMARY KEY NOT NULL CHECK (id = 1),
+             upto      INTEGER NOT NULL,
+             upto_hash TEXT NOT NULL
+         );",
+    )
+    .await?;
+    Ok(())
+}
+
+/// A future of [`attach`] on a connection of a pool.
+type Attaching<'c> = Pin<Box<dyn Future<Output = sqlx::Result<()>> + Send + 'c>>;
+
+/// The `after_connect` hook that attaches the index at `file` (`None`: in
+/// memory) to each new connection of a pool.
+pub(super) fn attacher(
+    file: Option<PathBuf>,
+) -> impl for<'c> Fn(&'c mut SqliteConnection, PoolConnectionMetadata) -> Attaching<'c>
+       + Send
+       + Sync
+       + 'static {
+    move |conn, _| {
+        let file = file.clone();
+        Box::pin(async move { attach(conn, file.as_deref()).await })
+    }
+}
+
+/// How far the index can be trusted on this connection: the `upto` of its
+/// state if the log still holds that event with that hash, else 0 (nothing
+/// filed; the whole log is the tail).
+pub(super) async fn trusted_upto(conn: &mut SqliteConnection) -> StoreResult<i64> {
+    let upto: Option<i64> = sqlx::query_scalar(
+        "SELECT s.upto FROM idx.audit_index_state AS s
+         JOIN audit_events AS e ON e.seq = s.upto AND e.hash = s.upto_hash
+         WHERE s.id = 1",
+    )
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    Ok(upto.unwrap_or(0))
+}
+
+/// Files the events after the index's `upto`, at most [`CHUNK`] of them, in
+/// one transaction of the index (the log is only read). Starts over when
+/// the index does not match the log. Returns whether events remain.
+pub(super) async fn file_some(conn: &mut SqliteConnection) -> StoreResult<bool> {
+    // A deferred transaction: the write lock is taken on the index alone,
+    // never on the store's file.
+    let mut tx = conn.begin().await.map_err(db_err)?;
+    let state: Option<(i64, String)> =
+        sqlx::query_as("SELECT upto, upto_hash FROM idx.audit_index_state WHERE id = 1")
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+    let mut upto = 0;
+    if let Some((at, hash)) = state {
+        let holds: Option<i64> =
+            sqlx::query_scalar("SELECT seq FROM audit_events WHERE seq = ? AND hash = ?")
+                .bind(at)
+                .bind(&hash)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        if holds.is_some() {
+            upto = at;
+        } else {
+            tracing::warn!(
+                upto = at,
+                "the audit index does not match the audit log; rebuilding it"
+            );
+            tx.execute("DELETE FROM idx.audit_user_refs; DELETE FROM idx.audit_token_refs; DELETE FROM idx.audit_index_state")
+                .await
+                .map_err(db_err)?;
+        }
+    }
+    let newest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_events")
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    if newest <= upto {
+        tx.commit().await.map_err(db_err)?;
+        return Ok(false);
+    }
+    let last = newest.min(upto.saturating_add(CHUNK));
+    sqlx::query(
+        "INSERT OR IGNORE INTO idx.audit_user_refs (contract_no, user_id, seq)
+         SELECT contract_no, COALESCE(user_id, ''), seq FROM audit_events
+         WHERE seq > ?1 AND seq <= ?2 AND contract_no IS NOT NULL",
+    )
+    .bind(upto)
+    .bind(last)
+    .execute(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    sqlx::query(
+        "INSERT OR IGNORE INTO idx.audit_token_refs (token_id, seq)
+         SELECT token_id, seq FROM audit_events
+         WHERE seq > ?1 AND seq <= ?2 AND token_id IS NOT NULL",
+    )
+    .bind(upto)
+    .bind(last)
+    .execute(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    // `last` is at most the newest event, so the log holds events up to it;
+    // the one at `last` gives the hash (the log's sequence has no gaps, but
+    // take the nearest event at or below it to be sure).
+    let (at, hash): (i64, String) = sqlx::query_as(
+        "SELECT seq, hash FROM audit_events WHERE seq <= ? ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(last)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    sqlx::query(
+        "INSERT OR REPLACE INTO idx.audit_index_state (id, upto, upto_hash) VALUES (1, ?, ?)",
+    )
+    .bind(at)
+    .bind(hash)
+    .execute(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    tx.commit().await.map_err(db_err)?;
+    Ok(last < newest)
+}
+
+/// Files everything there is now, chunk after chunk.
+pub(super) async fn file_all(pool: &SqlitePool) -> StoreResult<()> {
+    let mut conn = pool.acquire().await.map_err(db_err)?;
+    while file_some(&mut conn).await? {}
+    Ok(())
+}
+
+/// The filer: every [`EVERY`], files what is new. Ends when the returned
+/// sender (held by the store and its clones) is gone. With `run` false
+/// there is no filer (the index is filed only by [`file_all`]).
+pub(super) fn start(pool: SqlitePool, run: bool) -> mpsc::Sender<()> {
+    let (keep, mut stop) = mpsc::channel::<()>(1);
+    if !run {
+        return keep;
+    }
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = file_all(&pool).await {
+                tracing::warn!(error = %e, "audit index not brought up to date");
+            }
+            tokio::select! {
+                _ = stop.recv() => return,
+                () = tokio::time::sleep(EVERY) => {}
+            }
+        }
+    });
+    keep
+}
+
+/// Opens the index at `file` once, on a connection of its own to the store.
+pub(super) async fn check(store: &SqliteConnectOptions, file: &Path) -> sqlx::Result<()> {
+    let mut conn = store.connect().await?;
+    let attached = attach(&mut conn, Some(file)).await;
+    let _ = conn.close().await;
+    attached
+}
+
+/// An index file that cannot be opened is only an index: remove it (and its
+/// WAL) so that it is rebuilt.
+pub(super) fn discard(file: &Path) -> Result<(), StoreError> {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = file.as_os_str().to_owned();
+        name.push(suffix);
+        match std::fs::remove_file(PathBuf::from(name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::Unavailable(format!("audit index: {e}"))),
+        }
+    }
+    Ok(())
+}
