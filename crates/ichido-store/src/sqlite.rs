@@ -8,6 +8,7 @@
 
 mod auditindex;
 mod batch;
+mod checkpoint;
 mod import;
 pub(crate) mod operators;
 mod reads;
@@ -56,6 +57,8 @@ pub struct SqliteStore {
     filer: SqlitePool,
     /// Held while any clone of the store lives; the filer stops without it.
     _filing: tokio::sync::mpsc::Sender<()>,
+    /// Likewise for the background WAL checkpoints (see [`checkpoint`]).
+    _checkpoints: Option<tokio::sync::mpsc::Sender<()>>,
 }
 
 impl SqliteStore {
@@ -97,13 +100,18 @@ impl SqliteStore {
         // to the connections that read or file it; for an in-memory store,
         // an in-memory database on its one connection.
         let index_file = (!memory).then(|| auditindex::path_of(connect.get_filename()));
+        let connect_for_checkpoints = connect.clone();
         let attach = auditindex::attacher;
         let writer = if memory {
             pool_options(1).after_connect(attach(None))
         } else {
             pool_options(1)
         }
-        .connect_with(connect.clone())
+        .connect_with(
+            connect
+                .clone()
+                .pragma("wal_autocheckpoint", checkpoint::WRITER_LIMIT),
+        )
         .await
         .map_err(|e| OpenError::Connect(e.to_string()))?;
         MIGRATOR
@@ -149,6 +157,15 @@ impl SqliteStore {
         };
         let reads = reads::TokenReads::start(pool.clone(), readers);
         let _filing = auditindex::start(filer.clone(), filing);
+        let _checkpoints = if memory {
+            None
+        } else {
+            let pool = pool_options(1)
+                .connect_with(connect_for_checkpoints)
+                .await
+                .map_err(|e| OpenError::Connect(e.to_string()))?;
+            Some(checkpoint::start(pool))
+        };
         Ok(Self {
             pool,
             writer,
@@ -157,6 +174,7 @@ impl SqliteStore {
             #[cfg(test)]
             filer,
             _filing,
+            _checkpoints,
         })
     }
 

@@ -173,6 +173,7 @@ impl Batcher {
 async fn run(writer: SqlitePool, mut rx: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
+        let started = std::time::Instant::now();
         batch.push(first);
         // Waiting for the connection and the lock lets more jobs queue up.
         let tx = writer.begin_with("BEGIN IMMEDIATE").await;
@@ -200,7 +201,11 @@ async fn run(writer: SqlitePool, mut rx: mpsc::Receiver<Job>) {
         };
         match written {
             Ok(outcomes) => {
-                tracing::trace!(jobs = outcomes.len(), "batch committed");
+                tracing::trace!(
+                    jobs = outcomes.len(),
+                    micros = started.elapsed().as_micros(),
+                    "batch committed"
+                );
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     reply.send(outcome);
                 }

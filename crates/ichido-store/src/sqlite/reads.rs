@@ -98,6 +98,7 @@ async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Request>, parallel: usize)
 /// One statement for every id of `batch`; each request gets its row (a
 /// duplicate id gets a copy), or the read's error.
 async fn read(pool: &SqlitePool, batch: Vec<Request>) {
+    let started = std::time::Instant::now();
     // Token ids are 4 capital letters and 8 digits: a JSON string as they are.
     let mut ids = String::with_capacity(batch.len() * 15 + 2);
     ids.push('[');
@@ -115,7 +116,11 @@ async fn read(pool: &SqlitePool, batch: Vec<Request>) {
             .bind(ids)
             .fetch_all(pool)
             .await;
-    tracing::trace!(ids = batch.len(), "tokens read");
+    tracing::trace!(
+        ids = batch.len(),
+        micros = started.elapsed().as_micros(),
+        "tokens read"
+    );
     match rows {
         Ok(rows) => {
             let found: HashMap<String, StoreResult<Token>> = rows
