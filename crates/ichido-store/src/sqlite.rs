@@ -51,14 +51,13 @@ pub struct SqliteStore {
     batch: batch::Batcher,
     /// Token reads by id, gathered into one statement (see [`reads`]).
     reads: reads::TokenReads,
-    /// The connection that files the audit index (see [`auditindex`]); the
-    /// filer task has its own handle, tests file through this one.
-    #[cfg(test)]
+    /// The connection that files the audit index (see [`auditindex`]).
     filer: SqlitePool,
     /// Held while any clone of the store lives; the filer stops without it.
     _filing: tokio::sync::mpsc::Sender<()>,
-    /// Likewise for the background WAL checkpoints (see [`checkpoint`]).
-    _checkpoints: Option<tokio::sync::mpsc::Sender<()>>,
+    /// The connection of the background WAL checkpoints (see
+    /// [`checkpoint`]), and what keeps them running.
+    checkpoints: Option<(SqlitePool, tokio::sync::mpsc::Sender<()>)>,
 }
 
 impl SqliteStore {
@@ -157,25 +156,45 @@ impl SqliteStore {
         };
         let reads = reads::TokenReads::start(pool.clone(), readers);
         let _filing = auditindex::start(filer.clone(), filing);
-        let _checkpoints = if memory {
+        let checkpoints = if memory {
             None
         } else {
             let pool = pool_options(1)
                 .connect_with(connect_for_checkpoints)
                 .await
                 .map_err(|e| OpenError::Connect(e.to_string()))?;
-            Some(checkpoint::start(pool))
+            let keep = checkpoint::start(pool.clone());
+            Some((pool, keep))
         };
         Ok(Self {
             pool,
             writer,
             batch,
             reads,
-            #[cfg(test)]
             filer,
             _filing,
-            _checkpoints,
+            checkpoints,
         })
+    }
+
+    /// Closes every connection to the database (of this store and its
+    /// clones), after copying the WAL into the file. Waits for queries under
+    /// way; later calls on the store fail.
+    pub async fn close(&self) {
+        // Everything into the file first, so that nothing is left for the
+        // closing connections to copy.
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.writer)
+            .await
+        {
+            tracing::debug!(error = %e, "checkpoint before close");
+        }
+        if let Some((pool, _)) = &self.checkpoints {
+            pool.close().await;
+        }
+        self.filer.close().await;
+        self.pool.close().await;
+        self.writer.close().await;
     }
 
     async fn write(&self) -> StoreResult<sqlx::Transaction<'static, Sqlite>> {
@@ -1076,11 +1095,19 @@ mod audit_ref_tests {
             store.append_audit(record(i)).await.unwrap();
         }
         super::auditindex::file_all(&store.filer).await.unwrap();
-        store.writer.close().await;
-        store.pool.close().await;
-        store.filer.close().await;
+        store.close().await;
         drop(store);
 
+        // The last connection to close removes the WAL (its threads may
+        // still be closing when `close` returns).
+        let wal = dir.path().join("a.db-wal");
+        for _ in 0..500 {
+            if !wal.exists() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(!wal.exists(), "the store's connections are closed");
         // Restore the copy of 20 events; the index (filed to 40) stays.
         for suffix in ["-wal", "-shm"] {
             let _ = std::fs::remove_file(dir.path().join(format!("a.db{suffix}")));
@@ -1101,9 +1128,7 @@ mod audit_ref_tests {
             .unwrap();
         assert_eq!(upto, 45, "rebuilt from the restored log");
         assert_lookups_match(&store, &all).await;
-        store.writer.close().await;
-        store.pool.close().await;
-        store.filer.close().await;
+        store.close().await;
         drop(store);
 
         // A damaged index file: replaced on open, rebuilt, found alike.
