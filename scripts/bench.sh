@@ -3,9 +3,12 @@
 # times, and prints every run's JSON line and the medians. The figures of
 # docs/performance.md come from this script.
 #
-#   scripts/bench.sh [--runs N] [--instances N] [--pin] [--postgres URL] [--server-arg ARG]... [-- BENCH ARGS]
+#   scripts/bench.sh [--runs N] [--fresh] [--instances N] [--pin] [--postgres URL] [--server-arg ARG]... [-- BENCH ARGS]
 #
 #   --runs N          runs of the bench against the same server (default 3)
+#   --fresh           a fresh database and server for every run (each run
+#                     imports its tokens: without it, the third run of
+#                     --tokens 1000000 finds three million in the database)
 #   --instances N     N servers on the one database, each loaded by its own
 #                     bench at the same time; a run's figure is their sum
 #                     (p50/p99/p99.9: the worst instance's)
@@ -21,7 +24,7 @@
 #
 # Examples:
 #   scripts/bench.sh                                   # success path, event tokens
-#   scripts/bench.sh -- --tokens 1000000 --duration 10 # a million tokens
+#   scripts/bench.sh --fresh -- --tokens 1000000 --duration 10 # a million tokens
 #   scripts/bench.sh --server-arg=--token-lock-threshold=100 \
 #       -- --mode wrong --reset-every 99               # failure path
 #   scripts/bench.sh --postgres postgres://postgres@127.0.0.1:5432/test
@@ -31,6 +34,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 runs=3
+fresh=""
 instances=1
 pg=""
 server_args=()
@@ -39,6 +43,7 @@ bench_cpu=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs="$2"; shift 2 ;;
+    --fresh) fresh=1; shift ;;
     --instances) instances="$2"; shift 2 ;;
     --postgres) pg="$2"; shift 2 ;;
     --pin) server_cpu=(taskset -c 0); bench_cpu=(taskset -c 1); shift ;;
@@ -64,34 +69,49 @@ trap cleanup EXIT
 
 ICHIDO_MASTER_KEY="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export ICHIDO_MASTER_KEY
-if [ -n "$pg" ]; then
-  psql "$pg" -qc "DROP SCHEMA IF EXISTS ichido_bench CASCADE; CREATE SCHEMA ichido_bench;" >/dev/null
-  sep='?'; case "$pg" in *\?*) sep='&' ;; esac
-  db="${pg}${sep}options=-csearch_path%3Dichido_bench"
-else
-  db="sqlite://$work/bench.db"
-fi
-
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-key="$("$bin" operator create bench --database "$db" | head -n 1)"
-ports=()
-for n in $(seq 1 "$instances"); do
-  port="$(free_port)"
-  "${server_cpu[@]}" "$bin" serve --database "$db" --listen "127.0.0.1:$port" "${server_args[@]}" \
-    >"$work/serve-$n.log" 2>&1 &
-  server_pids+=($!)
-  for _ in $(seq 1 100); do
-    curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
-    sleep 0.1
-  done
-  curl -fs "http://127.0.0.1:$port/healthz" >/dev/null || { cat "$work/serve-$n.log" >&2; exit 1; }
-  ports+=("$port")
-done
 
-echo "server: ${server_cpu[*]} $bin serve --database ${db%%\?*} ${server_args[*]:-} (x$instances)" >&2
+# A fresh database (SQLite file or PostgreSQL schema), its operator key and
+# the servers on it.
+start_servers() {
+  if [ -n "$pg" ]; then
+    psql "$pg" -qc "DROP SCHEMA IF EXISTS ichido_bench CASCADE; CREATE SCHEMA ichido_bench;" >/dev/null
+    sep='?'; case "$pg" in *\?*) sep='&' ;; esac
+    db="${pg}${sep}options=-csearch_path%3Dichido_bench"
+  else
+    rm -f "$work"/bench.db*
+    db="sqlite://$work/bench.db"
+  fi
+  key="$("$bin" operator create bench --database "$db" | head -n 1)"
+  ports=()
+  for n in $(seq 1 "$instances"); do
+    port="$(free_port)"
+    "${server_cpu[@]}" "$bin" serve --database "$db" --listen "127.0.0.1:$port" "${server_args[@]}" \
+      >"$work/serve-$n.log" 2>&1 &
+    server_pids+=($!)
+    for _ in $(seq 1 100); do
+      curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+      sleep 0.1
+    done
+    curl -fs "http://127.0.0.1:$port/healthz" >/dev/null || { cat "$work/serve-$n.log" >&2; exit 1; }
+    ports+=("$port")
+  done
+}
+
+stop_servers() {
+  for p in "${server_pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  server_pids=()
+}
+
+start_servers
+echo "server: ${server_cpu[*]} $bin serve --database ${db%%\?*} ${server_args[*]:-} (x$instances)${fresh:+, fresh for every run}" >&2
 echo "bench:  ${bench_cpu[*]} $bin bench ${bench_args[*]} (one per server, at once)" >&2
 results=()
 for i in $(seq 1 "$runs"); do
+  if [ -n "$fresh" ] && [ "$i" -gt 1 ]; then
+    stop_servers
+    start_servers
+  fi
   # One bench per server, started together; a run's figure is their sum.
   bench_pids=()
   for n in $(seq 1 "$instances"); do
