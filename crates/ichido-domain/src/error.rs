@@ -4,7 +4,7 @@
 use thiserror::Error;
 
 /// Failures of the storage layer, as the domain sees them.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum StoreError {
     /// A uniqueness rule was violated (existing contract, user, live token, operator name).
     #[error("already exists")]

@@ -100,9 +100,8 @@ impl SqliteStore {
         // an in-memory database on its one connection.
         let index_file = (!memory).then(|| auditindex::path_of(connect.get_filename()));
         let connect_for_checkpoints = connect.clone();
-        let attach = auditindex::attacher;
         let writer = if memory {
-            pool_options(1).after_connect(attach(None))
+            pool_options(1).after_connect(auditindex::attacher(None))
         } else {
             pool_options(1)
         }
@@ -122,26 +121,16 @@ impl SqliteStore {
             // filer share the writer's.
             None => (writer.clone(), writer.clone()),
             Some(file) => {
-                create_private(file).map_err(|e| {
-                    OpenError::Connect(format!("cannot create the audit index file: {e}"))
+                auditindex::prepare(&connect, file).await.map_err(|e| {
+                    OpenError::Connect(format!("cannot open the audit index file: {e}"))
                 })?;
-                // The index is only an index: one that cannot be opened is
-                // removed and rebuilt from the log. (Checked on a lone
-                // connection: a pool would retry until its timeout.)
-                if let Err(e) = auditindex::check(&connect, file).await {
-                    tracing::warn!(error = %e, file = %file.display(), "the audit index cannot be opened; rebuilding it");
-                    auditindex::discard(file).map_err(|e| OpenError::Connect(e.to_string()))?;
-                    create_private(file).map_err(|e| {
-                        OpenError::Connect(format!("cannot create the audit index file: {e}"))
-                    })?;
-                }
                 let filer = pool_options(1)
-                    .after_connect(attach(Some(file.clone())))
+                    .after_connect(auditindex::attacher(Some(file.clone())))
                     .connect_with(connect.clone())
                     .await
                     .map_err(|e| OpenError::Connect(e.to_string()))?;
                 let pool = pool_options(opts.max_connections.max(1))
-                    .after_connect(attach(Some(file.clone())))
+                    .after_connect(auditindex::attacher(Some(file.clone())))
                     .connect_with(connect)
                     .await
                     .map_err(|e| OpenError::Connect(e.to_string()))?;
@@ -925,6 +914,14 @@ mod audit_ref_tests {
         }
     }
 
+    /// How far the audit index says it has filed.
+    async fn filed_upto(store: &SqliteStore) -> i64 {
+        sqlx::query_scalar("SELECT upto FROM idx.audit_index_state")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+    }
+
     /// Every filter shape, page and limit answers exactly what filtering the
     /// whole log (`all`, oldest first) gives.
     async fn assert_lookups_match(store: &SqliteStore, all: &[AuditEvent]) {
@@ -1055,10 +1052,7 @@ mod audit_ref_tests {
         assert_eq!(old_log.len(), 40);
         assert_lookups_match(&store, &old_log).await;
         super::auditindex::file_all(&store.filer).await.unwrap();
-        let upto: i64 = sqlx::query_scalar("SELECT upto FROM idx.audit_index_state")
-            .fetch_one(&store.pool)
-            .await
-            .unwrap();
+        let upto = filed_upto(&store).await;
         assert_eq!(upto, 40, "the existing log is filed");
         assert!(dir.path().join("old.db-audit-index").exists());
         for i in 41..=60 {
@@ -1122,10 +1116,7 @@ mod audit_ref_tests {
         assert_eq!(all.len(), 45);
         assert_lookups_match(&store, &all).await;
         super::auditindex::file_all(&store.filer).await.unwrap();
-        let upto: i64 = sqlx::query_scalar("SELECT upto FROM idx.audit_index_state")
-            .fetch_one(&store.pool)
-            .await
-            .unwrap();
+        let upto = filed_upto(&store).await;
         assert_eq!(upto, 45, "rebuilt from the restored log");
         assert_lookups_match(&store, &all).await;
         store.close().await;

@@ -28,7 +28,6 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::Duration;
 
-use ichido_domain::error::StoreError;
 use ichido_domain::store::StoreResult;
 use sqlx::pool::PoolConnectionMetadata;
 use sqlx::sqlite::SqliteConnectOptions;
@@ -160,26 +159,21 @@ pub(super) async fn file_some(conn: &mut SqliteConnection) -> StoreResult<bool> 
         return Ok(false);
     }
     let last = newest.min(upto.saturating_add(CHUNK));
-    sqlx::query(
+    for refs in [
         "INSERT OR IGNORE INTO idx.audit_user_refs (contract_no, user_id, seq)
          SELECT contract_no, COALESCE(user_id, ''), seq FROM audit_events
          WHERE seq > ?1 AND seq <= ?2 AND contract_no IS NOT NULL",
-    )
-    .bind(upto)
-    .bind(last)
-    .execute(&mut *tx)
-    .await
-    .map_err(db_err)?;
-    sqlx::query(
         "INSERT OR IGNORE INTO idx.audit_token_refs (token_id, seq)
          SELECT token_id, seq FROM audit_events
          WHERE seq > ?1 AND seq <= ?2 AND token_id IS NOT NULL",
-    )
-    .bind(upto)
-    .bind(last)
-    .execute(&mut *tx)
-    .await
-    .map_err(db_err)?;
+    ] {
+        sqlx::query(refs)
+            .bind(upto)
+            .bind(last)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+    }
     // `last` is at most the newest event, so the log holds events up to it;
     // the one at `last` gives the hash (the log's sequence has no gaps, but
     // take the nearest event at or below it to be sure).
@@ -231,24 +225,32 @@ pub(super) fn start(pool: SqlitePool, run: bool) -> mpsc::Sender<()> {
     keep
 }
 
-/// Opens the index at `file` once, on a connection of its own to the store.
-pub(super) async fn check(store: &SqliteConnectOptions, file: &Path) -> sqlx::Result<()> {
-    let mut conn = store.connect().await?;
+/// Makes sure the index file at `file` exists (mode 0600) and opens: the
+/// index is only an index, so one that cannot be opened is removed and
+/// created anew, to be rebuilt from the log. Checked on a lone connection
+/// (a pool would retry until its timeout).
+pub(super) async fn prepare(store: &SqliteConnectOptions, file: &Path) -> std::io::Result<()> {
+    super::create_private(file)?;
+    let mut conn = store.connect().await.map_err(std::io::Error::other)?;
     let attached = attach(&mut conn, Some(file)).await;
     let _ = conn.close().await;
-    attached
+    if let Err(e) = attached {
+        tracing::warn!(error = %e, file = %file.display(), "the audit index cannot be opened; rebuilding it");
+        discard(file)?;
+        super::create_private(file)?;
+    }
+    Ok(())
 }
 
-/// An index file that cannot be opened is only an index: remove it (and its
-/// WAL) so that it is rebuilt.
-pub(super) fn discard(file: &Path) -> Result<(), StoreError> {
+/// Removes an index file and its WAL.
+fn discard(file: &Path) -> std::io::Result<()> {
     for suffix in ["", "-wal", "-shm"] {
         let mut name = file.as_os_str().to_owned();
         name.push(suffix);
         match std::fs::remove_file(PathBuf::from(name)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StoreError::Unavailable(format!("audit index: {e}"))),
+            Err(e) => return Err(e),
         }
     }
     Ok(())

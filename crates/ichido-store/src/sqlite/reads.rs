@@ -131,7 +131,7 @@ async fn read(pool: &SqlitePool, batch: Vec<Request>) {
                 let answer = match found.get(r.token_id.as_str()) {
                     None => Ok(None),
                     Some(Ok(t)) => Ok(Some(t.clone())),
-                    Some(Err(e)) => Err(copy(e)),
+                    Some(Err(e)) => Err(e.clone()),
                 };
                 let _ = r.reply.send(answer);
             }
@@ -139,17 +139,8 @@ async fn read(pool: &SqlitePool, batch: Vec<Request>) {
         Err(e) => {
             let e = db_err(e);
             for r in batch {
-                let _ = r.reply.send(Err(copy(&e)));
+                let _ = r.reply.send(Err(e.clone()));
             }
         }
-    }
-}
-
-/// The same error for another request of the read.
-fn copy(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Conflict => StoreError::Conflict,
-        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-        StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
     }
 }
