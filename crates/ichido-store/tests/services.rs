@@ -1220,6 +1220,76 @@ async fn a_stale_validation_entry_never_decides_alone() {
     a.assert_audit_clean().await;
 }
 
+/// Wrong codes for many tokens at once from two instances (on SQLite, in
+/// shared batches where some tokens reach the lock threshold and others
+/// only count): every failure is counted once, a token locks at exactly the
+/// fifth, and the answers after it say "locked".
+async fn concurrent_wrong_codes_are_counted_once_and_lock_at_the_threshold() {
+    let db = FileDb::new();
+    let (a, b) = two_instances(&db).await;
+    let mut tokens = Vec::new();
+    for i in 0..8usize {
+        let t = a.active(C, &format!("user{i}"), TokenKind::Event).await;
+        let wrong = t.wrong_code(1);
+        tokens.push((t, wrong, i + 2));
+    }
+    let jobs: Vec<(String, String)> = tokens
+        .iter()
+        .flat_map(|(t, wrong, tries)| {
+            std::iter::repeat_n((t.token_id.clone(), wrong.clone()), *tries)
+        })
+        .collect();
+    let results = all_at_once(jobs.len(), |i| {
+        let center = if i % 2 == 0 { &a } else { &b };
+        let (ichido, op) = (Arc::clone(&center.ichido), center.op.clone());
+        let (id, code) = jobs[i].clone();
+        async move {
+            let r = ichido.validate(&op, &id, &code).await;
+            Ok::<_, DomainError>((id, r))
+        }
+    })
+    .await;
+    for (t, _, tries) in &tokens {
+        let counted = (*tries).min(5);
+        let answers: Vec<_> = results
+            .iter()
+            .map(|r| r.as_ref().unwrap())
+            .filter(|(id, _)| *id == t.token_id)
+            .map(|(_, r)| r)
+            .collect();
+        let invalid = answers
+            .iter()
+            .filter(|r| matches!(r, Err(DomainError::InvalidOtp)))
+            .count();
+        let locked = answers
+            .iter()
+            .filter(|r| matches!(r, Err(DomainError::TokenLocked)))
+            .count();
+        assert_eq!(
+            (invalid, locked),
+            (counted, tries - counted),
+            "{tries} tries"
+        );
+        let tok = b.live(t).await.unwrap();
+        let state = if *tries >= 5 {
+            TokenState::Locked
+        } else {
+            TokenState::Active
+        };
+        assert_eq!((tok.state, tok.failures as usize), (state, counted));
+        let events = a.token_audit(t).await;
+        assert_eq!(
+            count_events(&events, "token.validate", "invalid_otp"),
+            counted
+        );
+        assert_eq!(
+            events.iter().filter(|e| e.action == "token.lock").count(),
+            usize::from(*tries >= 5)
+        );
+    }
+    a.assert_audit_clean().await;
+}
+
 async fn activation_and_resync_are_exactly_once_under_concurrency() {
     let db = FileDb::new();
     let (a, b) = two_instances(&db).await;
@@ -1849,6 +1919,7 @@ conformance! {
         a_time_code_is_accepted_exactly_once_under_concurrency,
         activation_and_resync_are_exactly_once_under_concurrency,
         many_tokens_across_instances_are_exactly_once_in_batches,
+        concurrent_wrong_codes_are_counted_once_and_lock_at_the_threshold,
         a_stale_validation_entry_never_decides_alone,
         concurrent_token_reads_each_get_their_own_row,
         concurrent_wrong_passwords_are_all_counted,
