@@ -54,6 +54,42 @@ pub struct FailureCount {
     pub state: TokenState,
 }
 
+/// What a check decided on a token's row: the write that goes with the
+/// decision (see [`TokenStore::decide_on_row`]).
+#[derive(Debug)]
+pub enum RowWrite {
+    /// The conditional write of an accepted code ([`TokenStore::accept`]).
+    Accept { accept: Accept, audit: AuditRecord },
+    /// One failure, counted if the token is still in `state`
+    /// ([`TokenStore::record_failure`] without a position).
+    Failure {
+        state: TokenState,
+        threshold: u32,
+        now: i64,
+        audit: AuditRecord,
+    },
+    /// A refusal that changes no row, audited.
+    Audit(AuditRecord),
+    /// Nothing (no such token, or nothing the check could decide).
+    Nothing,
+}
+
+/// What became of a [`RowWrite`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowWritten {
+    /// Whether the acceptance won its conditional write.
+    Accept(bool),
+    /// The failure as counted; `None` if the token had left the state.
+    Failure(Option<FailureCount>),
+    Audit,
+    Nothing,
+}
+
+/// Decides on a token's row as it stands (`None`: no such token) what to
+/// write. A store may run it inside its write transaction: it must be
+/// short, free of I/O, and must not panic.
+pub type RowDecide = Box<dyn FnOnce(Option<&Token>) -> RowWrite + Send>;
+
 /// An operator's change of a token's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenChange {
@@ -171,6 +207,18 @@ pub trait TokenStore: Send + Sync {
         now: i64,
         audit: AuditRecord,
     ) -> StoreResult<Option<FailureCount>>;
+    /// Reads the token's row, lets `decide` say what to write, and writes it
+    /// (with the same conditional writes as [`Self::accept`] and
+    /// [`Self::record_failure`]); returns the row as read and what became of
+    /// the write. A store may do all of it in one write transaction, so that
+    /// the row decided on is the row written (SQLite: inside the writer's
+    /// batch, with no read of its own); another may read first and write
+    /// after, when the conditional write alone decides.
+    async fn decide_on_row(
+        &self,
+        token_id: &TokenId,
+        decide: RowDecide,
+    ) -> StoreResult<(Option<Token>, RowWritten)>;
     /// Applies an operator change if the token is in one of its `from_states`.
     /// Returns the token after the change, or `None` if it was not applicable.
     async fn change(

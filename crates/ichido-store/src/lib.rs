@@ -9,7 +9,11 @@ mod sqlite;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ichido_domain::store::Store;
+use ichido_domain::ids::TokenId;
+use ichido_domain::model::Token;
+use ichido_domain::store::{
+    AuditStore, RowDecide, RowWrite, RowWritten, Store, StoreResult, TokenStore,
+};
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -58,6 +62,38 @@ pub async fn open(url: &str, opts: &StoreOptions) -> Result<Arc<dyn Store>, Open
     } else {
         Err(OpenError::UnsupportedUrl(redact_url(url)))
     }
+}
+
+/// [`TokenStore::decide_on_row`] as a read, then the decision's own
+/// conditional write (which alone decides: a write that lost to another
+/// request answers so, and the caller decides again).
+pub(crate) async fn read_then_write<S: TokenStore + AuditStore>(
+    store: &S,
+    token_id: &TokenId,
+    decide: RowDecide,
+) -> StoreResult<(Option<Token>, RowWritten)> {
+    let token = store.token(token_id).await?;
+    let written = match decide(token.as_ref()) {
+        RowWrite::Accept { accept, audit } => {
+            RowWritten::Accept(store.accept(token_id, accept, audit).await?)
+        }
+        RowWrite::Failure {
+            state,
+            threshold,
+            now,
+            audit,
+        } => RowWritten::Failure(
+            store
+                .record_failure(token_id, state, None, threshold, now, audit)
+                .await?,
+        ),
+        RowWrite::Audit(audit) => {
+            store.append_audit(audit).await?;
+            RowWritten::Audit
+        }
+        RowWrite::Nothing => RowWritten::Nothing,
+    };
+    Ok((token, written))
 }
 
 /// A database URL with any password replaced, fit for logs and errors.

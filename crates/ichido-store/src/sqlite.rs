@@ -23,7 +23,8 @@ use ichido_domain::model::{
 };
 use ichido_domain::store::{
     Accept, AuditStore, DirectoryStore, FailureCount, HealthStore, MetaStore, PasswordLockStore,
-    Position, SessionStore, StoreResult, TokenChange, TokenStore, TransactionStore,
+    Position, RowDecide, RowWritten, SessionStore, StoreResult, TokenChange, TokenStore,
+    TransactionStore,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
@@ -554,6 +555,14 @@ impl TokenStore for SqliteStore {
         self.batch
             .record_failure(token_id, state, seen, threshold, now, audit)
             .await
+    }
+
+    async fn decide_on_row(
+        &self,
+        token_id: &TokenId,
+        decide: RowDecide,
+    ) -> StoreResult<(Option<Token>, RowWritten)> {
+        self.batch.decide_on_row(token_id, decide).await
     }
 
     async fn change(

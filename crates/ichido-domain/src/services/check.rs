@@ -4,15 +4,20 @@
 //! an accepted code (and every earlier one) is never accepted again; wrong codes
 //! and replays each count one failure, durably, toward the token lock.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use ichido_otp::{time_step, verify_hotp, verify_totp, Code, HotpVerdict, Key, TotpVerdict};
 
 use super::{state_error, Actor, Ichido};
+use crate::audit::AuditRecord;
+use crate::clock::Clock;
 use crate::error::DomainError;
 use crate::ids::TokenId;
+use crate::keycache::KeyCache;
 use crate::model::{Token, TokenKind, TokenState};
-use crate::store::{Accept, Acceptance, FailureCount, Position};
+use crate::policy::Policy;
+use crate::seal::MasterKey;
+use crate::store::{Accept, Acceptance, FailureCount, Position, RowWrite, RowWritten};
 
 /// What the check decided, before it is written.
 enum Verdict {
@@ -32,62 +37,11 @@ impl Ichido {
     /// The HMAC key of a token: from the key cache, else opened from its
     /// sealed secret (and cached, keyed by the sealed bytes it came from).
     pub(crate) fn token_key(&self, token: &Token) -> Result<Arc<Key>, DomainError> {
-        self.keys
-            .get_or_open(&token.token_id, &token.sealed_secret, || {
-                let secret = self
-                    .master
-                    .open(&token.token_id, &token.sealed_secret)
-                    .map_err(|e| DomainError::Internal(format!("token {}: {e}", token.token_id)))?;
-                Key::new(token.algorithm, &secret)
-                    .map_err(|e| DomainError::Internal(format!("token {}: {e}", token.token_id)))
-            })
+        open_key(&self.keys, &self.master, token)
     }
 
     fn decide(&self, token: &Token, key: &Key, code: &Code) -> Verdict {
-        if code.digits() != token.digits {
-            return Verdict::Wrong;
-        }
-        match token.kind {
-            TokenKind::Event => match verify_hotp(
-                key,
-                token.digits,
-                code,
-                token.counter,
-                self.policy.event_look_ahead,
-                self.policy.event_look_behind,
-            ) {
-                HotpVerdict::Accepted { counter } => {
-                    Verdict::Accepted(Acceptance::Event { counter })
-                }
-                HotpVerdict::Spent { .. } => Verdict::Replayed,
-                HotpVerdict::Rejected => Verdict::Wrong,
-            },
-            TokenKind::Time => {
-                let now = u64::try_from(self.clock.now()).unwrap_or(0);
-                let current = time_step(now, u64::from(token.period));
-                match verify_totp(
-                    key,
-                    token.digits,
-                    code,
-                    current,
-                    token.time_offset,
-                    self.policy.time_window,
-                    token.last_step,
-                ) {
-                    TotpVerdict::Accepted(m) => {
-                        let limit = i64::try_from(self.policy.resync_time_steps(token.period))
-                            .unwrap_or(i64::MAX);
-                        let offset = m.offset.clamp(-limit, limit);
-                        Verdict::Accepted(Acceptance::Time {
-                            step: m.step,
-                            offset,
-                        })
-                    }
-                    TotpVerdict::Spent(_) => Verdict::Replayed,
-                    TotpVerdict::Rejected => Verdict::Wrong,
-                }
-            }
-        }
+        decide(&self.policy, self.clock.as_ref(), token, key, code)
     }
 
     /// Checks `otp` for `token`, which must be in state `from`; on success the
@@ -212,34 +166,78 @@ impl Ichido {
         }
     }
 
-    /// Validates `otp` for `token` as read from the store (state `Active`),
-    /// and keeps the row for the fast path when the code was accepted or
-    /// refused as wrong or spent (a failure does not move the row).
-    pub(crate) async fn check_read(
+    /// Validates `code` for the active token `token_id` on its row as the
+    /// store holds it: the store reads the row, this check decides on it and
+    /// the store writes the decision (SQLite: all inside the writer's batch,
+    /// so the request needs no read of its own and the row decided on is the
+    /// row written). Keeps the row for the fast path when the code was
+    /// accepted or refused as wrong or spent (a failure does not move it).
+    pub(crate) async fn check_on_row(
         &self,
         actor: &Actor,
         action: &'static str,
-        token: Token,
+        token_id: &TokenId,
         code: &Code,
     ) -> Result<Acceptance, DomainError> {
-        let checked = self
-            .check_code(
-                actor,
-                action,
-                &token,
-                code,
-                TokenState::Active,
-                TokenState::Active,
-            )
-            .await;
-        match &checked {
-            Ok(acceptance) => self
-                .tokens
-                .put(&advanced(token, *acceptance, self.clock.now())),
-            Err(DomainError::InvalidOtp | DomainError::OtpReplayed) => self.tokens.put(&token),
-            Err(_) => self.tokens.forget(&token.token_id),
+        let check = RowCheck {
+            keys: Arc::clone(&self.keys),
+            master: Arc::clone(&self.master),
+            clock: Arc::clone(&self.clock),
+            policy: Arc::clone(&self.policy),
+            actor: actor.label(),
+            action,
+            code: *code,
+        };
+        let slot: Arc<Mutex<Option<RowVerdict>>> = Arc::default();
+        let verdict_of = Arc::clone(&slot);
+        let decide = Box::new(move |row: Option<&Token>| {
+            let (verdict, write) = check.run(row);
+            *verdict_of.lock().unwrap_or_else(PoisonError::into_inner) = Some(verdict);
+            write
+        });
+        let (token, written) = self.store.decide_on_row(token_id, decide).await?;
+        let verdict = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let mismatch = || DomainError::Internal("the store wrote another decision".into());
+        match (verdict, token) {
+            (Some(RowVerdict::NotFound), _) => Err(DomainError::NotFound("token")),
+            (Some(RowVerdict::Refused(e) | RowVerdict::Broken(e)), _) => {
+                self.tokens.forget(token_id);
+                Err(e)
+            }
+            (Some(RowVerdict::Accepted(acceptance)), Some(token)) => match written {
+                RowWritten::Accept(true) => {
+                    tracing::debug!(token_id = %token.token_id, "code accepted");
+                    self.tokens
+                        .put(&advanced(token, acceptance, self.clock.now()));
+                    Ok(acceptance)
+                }
+                RowWritten::Accept(false) => {
+                    self.tokens.forget(token_id);
+                    self.lost(actor, action, &token, TokenState::Active).await
+                }
+                _ => Err(mismatch()),
+            },
+            (Some(RowVerdict::Failed(failure)), Some(token)) => match written {
+                RowWritten::Failure(Some(c)) => {
+                    refused(&token, &c, &failure);
+                    if c.state == TokenState::Active {
+                        self.tokens.put(&token);
+                    } else {
+                        self.tokens.forget(token_id);
+                    }
+                    Err(failure)
+                }
+                RowWritten::Failure(None) => {
+                    self.tokens.forget(token_id);
+                    match self.store.token(token_id).await? {
+                        Some(t) if t.state != TokenState::Active => Err(state_error(t.state)),
+                        _ => Err(failure),
+                    }
+                }
+                _ => Err(mismatch()),
+            },
+            _ => Err(mismatch()),
         }
-        checked
     }
 
     /// Writes what [`Self::check_code`] decided: the conditional write of an
@@ -273,24 +271,38 @@ impl Ichido {
                     tracing::debug!(token_id = %token.token_id, "code accepted");
                     return Ok(acceptance);
                 }
-                // Another request moved the token first: either it used this very
-                // code (a replay), or the token changed state meanwhile.
-                match self.store.token(&token.token_id).await? {
-                    Some(now) if now.state != from => {
-                        let err = state_error(now.state);
-                        self.store
-                            .append_audit(self.token_record(actor, action, token, err.code()))
-                            .await?;
-                        return Err(err);
-                    }
-                    _ => DomainError::OtpReplayed,
-                }
+                return self.lost(actor, action, token, from).await;
             }
             Verdict::Replayed => DomainError::OtpReplayed,
             Verdict::Wrong => DomainError::InvalidOtp,
         };
         self.count_failure(actor, action, token, from, failure)
             .await
+    }
+
+    /// Answers a right code whose conditional write changed no row: another
+    /// request moved the token first, and either it used this very code (a
+    /// replay, counted as a failure) or the token changed state meanwhile.
+    async fn lost(
+        &self,
+        actor: &Actor,
+        action: &'static str,
+        token: &Token,
+        from: TokenState,
+    ) -> Result<Acceptance, DomainError> {
+        match self.store.token(&token.token_id).await? {
+            Some(now) if now.state != from => {
+                let err = state_error(now.state);
+                self.store
+                    .append_audit(self.token_record(actor, action, token, err.code()))
+                    .await?;
+                Err(err)
+            }
+            _ => {
+                self.count_failure(actor, action, token, from, DomainError::OtpReplayed)
+                    .await
+            }
+        }
     }
 
     /// Counts one failure and answers with `failure`, or with the state error if
@@ -324,6 +336,148 @@ impl Ichido {
                 _ => Err(failure),
             },
         }
+    }
+}
+
+/// The HMAC key of `token`: from `keys`, else opened from its sealed secret
+/// under `master` (and cached, keyed by the sealed bytes it came from).
+fn open_key(
+    keys: &KeyCache<Key>,
+    master: &MasterKey,
+    token: &Token,
+) -> Result<Arc<Key>, DomainError> {
+    keys.get_or_open(&token.token_id, &token.sealed_secret, || {
+        let secret = master
+            .open(&token.token_id, &token.sealed_secret)
+            .map_err(|e| DomainError::Internal(format!("token {}: {e}", token.token_id)))?;
+        Key::new(token.algorithm, &secret)
+            .map_err(|e| DomainError::Internal(format!("token {}: {e}", token.token_id)))
+    })
+}
+
+/// Is `code` right for `token` (whose key is `key`) now?
+fn decide(policy: &Policy, clock: &dyn Clock, token: &Token, key: &Key, code: &Code) -> Verdict {
+    if code.digits() != token.digits {
+        return Verdict::Wrong;
+    }
+    match token.kind {
+        TokenKind::Event => match verify_hotp(
+            key,
+            token.digits,
+            code,
+            token.counter,
+            policy.event_look_ahead,
+            policy.event_look_behind,
+        ) {
+            HotpVerdict::Accepted { counter } => Verdict::Accepted(Acceptance::Event { counter }),
+            HotpVerdict::Spent { .. } => Verdict::Replayed,
+            HotpVerdict::Rejected => Verdict::Wrong,
+        },
+        TokenKind::Time => {
+            let now = u64::try_from(clock.now()).unwrap_or(0);
+            let current = time_step(now, u64::from(token.period));
+            match verify_totp(
+                key,
+                token.digits,
+                code,
+                current,
+                token.time_offset,
+                policy.time_window,
+                token.last_step,
+            ) {
+                TotpVerdict::Accepted(m) => {
+                    let limit =
+                        i64::try_from(policy.resync_time_steps(token.period)).unwrap_or(i64::MAX);
+                    let offset = m.offset.clamp(-limit, limit);
+                    Verdict::Accepted(Acceptance::Time {
+                        step: m.step,
+                        offset,
+                    })
+                }
+                TotpVerdict::Spent(_) => Verdict::Replayed,
+                TotpVerdict::Rejected => Verdict::Wrong,
+            }
+        }
+    }
+}
+
+/// What a check on the store's row decided, kept for the caller while the
+/// store writes it (see [`Ichido::check_on_row`]).
+enum RowVerdict {
+    NotFound,
+    /// The token is not active: its state answers, audited.
+    Refused(DomainError),
+    /// The secret could not be opened: nothing written.
+    Broken(DomainError),
+    Accepted(Acceptance),
+    /// A wrong or spent code: one failure.
+    Failed(DomainError),
+}
+
+/// Everything a validation needs to decide on a row where the store reads it:
+/// shared parts of [`Ichido`] and the request.
+struct RowCheck {
+    keys: Arc<KeyCache<Key>>,
+    master: Arc<MasterKey>,
+    clock: Arc<dyn Clock>,
+    policy: Arc<Policy>,
+    actor: String,
+    action: &'static str,
+    code: Code,
+}
+
+impl RowCheck {
+    fn record(&self, token: &Token, outcome: &str) -> AuditRecord {
+        AuditRecord {
+            at: self.clock.now(),
+            actor: self.actor.clone(),
+            action: self.action,
+            contract_no: Some(token.contract_no.clone()),
+            user_id: Some(token.user_id.clone()),
+            token_id: Some(token.token_id.as_str().to_owned()),
+            outcome: outcome.to_owned(),
+        }
+    }
+
+    /// The check of an active token's code, as [`Ichido::check_code`] makes
+    /// it, and the write that goes with it.
+    fn run(&self, row: Option<&Token>) -> (RowVerdict, RowWrite) {
+        let Some(token) = row else {
+            return (RowVerdict::NotFound, RowWrite::Nothing);
+        };
+        if token.state != TokenState::Active {
+            let err = state_error(token.state);
+            let audit = self.record(token, err.code());
+            return (RowVerdict::Refused(err), RowWrite::Audit(audit));
+        }
+        let key = match open_key(&self.keys, &self.master, token) {
+            Ok(key) => key,
+            Err(e) => return (RowVerdict::Broken(e), RowWrite::Nothing),
+        };
+        let failure = match decide(&self.policy, self.clock.as_ref(), token, &key, &self.code) {
+            Verdict::Accepted(acceptance) => {
+                let accept = Accept {
+                    acceptance,
+                    from: TokenState::Active,
+                    to: TokenState::Active,
+                    now: self.clock.now(),
+                };
+                let audit = self.record(token, "ok");
+                return (
+                    RowVerdict::Accepted(acceptance),
+                    RowWrite::Accept { accept, audit },
+                );
+            }
+            Verdict::Replayed => DomainError::OtpReplayed,
+            Verdict::Wrong => DomainError::InvalidOtp,
+        };
+        let write = RowWrite::Failure {
+            state: TokenState::Active,
+            threshold: self.policy.token_lock_threshold,
+            now: self.clock.now(),
+            audit: self.record(token, failure.code()),
+        };
+        (RowVerdict::Failed(failure), write)
     }
 }
 

@@ -62,11 +62,11 @@ impl Actor {
 pub struct Ichido {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    policy: Policy,
-    master: MasterKey,
+    policy: Arc<Policy>,
+    master: Arc<MasterKey>,
     passwords: Arc<Passwords>,
     /// Opened token keys (see [`crate::keycache`]).
-    keys: KeyCache<ichido_otp::Key>,
+    keys: Arc<KeyCache<ichido_otp::Key>>,
     /// Active tokens recently seen by validation (see [`crate::tokencache`]).
     tokens: TokenCache,
     /// Operators found by API key (see [`directory::OperatorCache`]).
@@ -86,10 +86,10 @@ impl Ichido {
         Ok(Self {
             store,
             clock,
-            policy,
-            master,
+            policy: Arc::new(policy),
+            master: Arc::new(master),
             passwords,
-            keys: KeyCache::new(DEFAULT_KEY_CACHE_CAPACITY),
+            keys: Arc::new(KeyCache::new(DEFAULT_KEY_CACHE_CAPACITY)),
             tokens: TokenCache::new(DEFAULT_KEY_CACHE_CAPACITY),
             operators: directory::OperatorCache::default(),
         })
@@ -99,7 +99,7 @@ impl Ichido {
     /// `capacity` tokens (0: open every secret and read every row each time).
     #[must_use]
     pub fn with_key_cache(mut self, capacity: usize) -> Self {
-        self.keys = KeyCache::new(capacity);
+        self.keys = Arc::new(KeyCache::new(capacity));
         self.tokens = TokenCache::new(capacity);
         self
     }

@@ -23,11 +23,7 @@ impl Ichido {
         {
             return done;
         }
-        let token = self
-            .store
-            .token(&token_id)
-            .await?
-            .ok_or(DomainError::NotFound("token"))?;
-        self.check_read(actor, "token.validate", token, &code).await
+        self.check_on_row(actor, "token.validate", &token_id, &code)
+            .await
     }
 }

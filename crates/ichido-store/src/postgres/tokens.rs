@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use ichido_domain::audit::AuditRecord;
 use ichido_domain::ids::TokenId;
 use ichido_domain::model::{Token, TokenState};
-use ichido_domain::store::{Accept, FailureCount, Position, StoreResult, TokenChange, TokenStore};
+use ichido_domain::store::{
+    Accept, FailureCount, Position, RowDecide, RowWritten, StoreResult, TokenChange, TokenStore,
+};
 
 use super::{append, lock_user, PgStore};
 use crate::rows::{db_err, state_list, to_i64, TokenRow};
@@ -129,6 +131,14 @@ impl TokenStore for PgStore {
         self.batch
             .record_failure(token_id, state, seen, threshold, now, audit)
             .await
+    }
+
+    async fn decide_on_row(
+        &self,
+        token_id: &TokenId,
+        decide: RowDecide,
+    ) -> StoreResult<(Option<Token>, RowWritten)> {
+        crate::read_then_write(self, token_id, decide).await
     }
 
     async fn change(

@@ -20,12 +20,14 @@ use std::collections::{HashMap, HashSet};
 use ichido_domain::audit::{AuditRecord, GENESIS_HASH};
 use ichido_domain::error::StoreError;
 use ichido_domain::ids::TokenId;
-use ichido_domain::model::TokenState;
-use ichido_domain::store::{Accept, Acceptance, FailureCount, Position, StoreResult};
+use ichido_domain::model::{Token, TokenState};
+use ichido_domain::store::{
+    Accept, Acceptance, FailureCount, Position, RowDecide, RowWrite, RowWritten, StoreResult,
+};
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::rows::{counted_failure, counted_rows, db_err, saturating_i64, to_i64};
+use crate::rows::{counted_failure, counted_rows, db_err, saturating_i64, to_i64, TokenRow};
 
 /// The most jobs one transaction holds.
 pub(super) const MAX_BATCH: usize = 256;
@@ -50,6 +52,12 @@ enum Work {
         audit: AuditRecord,
     },
     Audit(AuditRecord),
+    /// A decision on the token's row as this batch reads it, written in
+    /// the same round (see [`decide_round`]).
+    Decide {
+        token_id: TokenId,
+        decide: RowDecide,
+    },
 }
 
 /// What a job answers once its batch has committed.
@@ -57,6 +65,9 @@ enum Outcome {
     Accept(bool),
     Failure(Option<FailureCount>),
     Audit,
+    /// A decision that wrote nothing.
+    Nothing,
+    Decide(Option<Token>, RowWritten),
 }
 
 /// Where a job's answer goes.
@@ -64,6 +75,7 @@ enum Reply {
     Accept(oneshot::Sender<StoreResult<bool>>),
     Failure(oneshot::Sender<StoreResult<Option<FailureCount>>>),
     Audit(oneshot::Sender<StoreResult<()>>),
+    Decide(oneshot::Sender<StoreResult<(Option<Token>, RowWritten)>>),
 }
 
 impl Reply {
@@ -86,6 +98,12 @@ impl Reply {
             Reply::Audit(tx) => {
                 let _ = tx.send(r.and_then(|o| match o {
                     Outcome::Audit => Ok(()),
+                    _ => Err(mismatch()),
+                }));
+            }
+            Reply::Decide(tx) => {
+                let _ = tx.send(r.and_then(|o| match o {
+                    Outcome::Decide(token, written) => Ok((token, written)),
                     _ => Err(mismatch()),
                 }));
             }
@@ -167,6 +185,18 @@ impl Batcher {
     pub(super) async fn append_audit(&self, audit: AuditRecord) -> StoreResult<()> {
         self.submit(Work::Audit(audit), Reply::Audit).await
     }
+
+    pub(super) async fn decide_on_row(
+        &self,
+        token_id: &TokenId,
+        decide: RowDecide,
+    ) -> StoreResult<(Option<Token>, RowWritten)> {
+        let work = Work::Decide {
+            token_id: token_id.clone(),
+            decide,
+        };
+        self.submit(work, Reply::Decide).await
+    }
 }
 
 /// The writer task: one batch per turn until every sender is gone.
@@ -242,7 +272,9 @@ async fn write(
     let mut seen: HashMap<&str, usize> = HashMap::with_capacity(n);
     for w in &works {
         let round = match w {
-            Work::Accept { token_id, .. } | Work::Failure { token_id, .. } => {
+            Work::Accept { token_id, .. }
+            | Work::Failure { token_id, .. }
+            | Work::Decide { token_id, .. } => {
                 let count = seen.entry(token_id.as_str()).or_insert(0);
                 *count += 1;
                 *count - 1
@@ -256,7 +288,17 @@ async fn write(
     let mut works: Vec<Option<Work>> = works.into_iter().map(Some).collect();
     let mut outcomes: Vec<Option<StoreResult<Outcome>>> = (0..n).map(|_| None).collect();
     let mut records: Vec<Vec<AuditRecord>> = (0..n).map(|_| Vec::new()).collect();
+    // The rows read for decisions, by job (`Some` for a decision's job).
+    let mut read: Vec<Option<Option<Token>>> = (0..n).map(|_| None).collect();
     for round in 0..rounds {
+        decide_round(
+            conn,
+            (0..n).filter(|&i| round_of[i] == round),
+            &mut works,
+            &mut outcomes,
+            &mut read,
+        )
+        .await?;
         let mut events = Vec::new();
         let mut times = Vec::new();
         let mut failures = Vec::new();
@@ -290,6 +332,10 @@ async fn write(
                 Some(Work::Audit(audit)) => {
                     records[i].push(audit);
                     outcomes[i] = Some(Ok(Outcome::Audit));
+                }
+                // Turned into one of the above by `decide_round`.
+                Some(Work::Decide { .. }) => {
+                    outcomes[i] = Some(Err(StoreError::Unavailable("decision not made".into())));
                 }
                 None => {}
             }
@@ -345,8 +391,109 @@ async fn write(
     append_all(conn, &records).await?;
     Ok(outcomes
         .into_iter()
-        .map(|o| o.unwrap_or_else(|| Err(StoreError::Unavailable("job not run".into()))))
+        .zip(read)
+        .map(|(o, read)| {
+            let o = o.unwrap_or_else(|| Err(StoreError::Unavailable("job not run".into())));
+            match read {
+                None => o,
+                Some(token) => o.map(|o| {
+                    let written = match o {
+                        Outcome::Accept(won) => RowWritten::Accept(won),
+                        Outcome::Failure(f) => RowWritten::Failure(f),
+                        Outcome::Audit => RowWritten::Audit,
+                        Outcome::Nothing | Outcome::Decide(..) => RowWritten::Nothing,
+                    };
+                    Outcome::Decide(token, written)
+                }),
+            }
+        })
         .collect())
+}
+
+/// Reads, in one statement inside the batch's transaction, the rows of the
+/// decisions among `jobs` (one round: each token once), runs each decision
+/// on its row and puts the write it asks for in its job's place, to run
+/// with the round's other writes. As the batch holds SQLite's write lock,
+/// the row decided on is the row the write finds. A decision that panics
+/// fails its own job only.
+async fn decide_round(
+    conn: &mut SqliteConnection,
+    jobs: impl Iterator<Item = usize>,
+    works: &mut [Option<Work>],
+    outcomes: &mut [Option<StoreResult<Outcome>>],
+    read: &mut [Option<Option<Token>>],
+) -> StoreResult<()> {
+    let decisions: Vec<usize> = jobs
+        .filter(|&i| matches!(works[i], Some(Work::Decide { .. })))
+        .collect();
+    if decisions.is_empty() {
+        return Ok(());
+    }
+    let ids = super::reads::json_ids(decisions.iter().filter_map(|&i| match &works[i] {
+        Some(Work::Decide { token_id, .. }) => Some(token_id),
+        _ => None,
+    }));
+    let rows: Vec<TokenRow> =
+        sqlx::query_as("SELECT * FROM tokens WHERE token_id IN (SELECT value FROM json_each(?))")
+            .bind(ids)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_err)?;
+    let mut found: HashMap<String, StoreResult<Token>> = rows
+        .into_iter()
+        .map(|row| (row.token_id.clone(), Token::try_from(row)))
+        .collect();
+    for i in decisions {
+        let Some(Work::Decide { token_id, decide }) = works[i].take() else {
+            continue;
+        };
+        let token = match found.remove(token_id.as_str()).transpose() {
+            Ok(token) => token,
+            Err(e) => {
+                outcomes[i] = Some(Err(e));
+                continue;
+            }
+        };
+        let decided =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decide(token.as_ref())));
+        let write = match decided {
+            Ok(write) => write,
+            Err(_) => {
+                tracing::error!(token_id = %token_id, "a validation check panicked");
+                outcomes[i] = Some(Err(StoreError::Unavailable(
+                    "the validation check failed".into(),
+                )));
+                continue;
+            }
+        };
+        works[i] = match write {
+            RowWrite::Accept { accept, audit } => Some(Work::Accept {
+                token_id,
+                accept,
+                audit,
+            }),
+            RowWrite::Failure {
+                state,
+                threshold,
+                now,
+                audit,
+            } => Some(Work::Failure {
+                token_id,
+                state,
+                seen: None,
+                threshold,
+                now,
+                audit,
+            }),
+            RowWrite::Audit(audit) => Some(Work::Audit(audit)),
+            RowWrite::Nothing => {
+                outcomes[i] = Some(Ok(Outcome::Nothing));
+                None
+            }
+        };
+        read[i] = Some(token);
+    }
+    Ok(())
 }
 
 /// Records the answers of accept jobs: won when the statement changed the
@@ -637,7 +784,7 @@ pub(super) async fn append_all(
 #[cfg(test)]
 mod tests {
     use ichido_domain::audit::{AuditRecord, GENESIS_HASH};
-    use ichido_domain::store::AuditStore;
+    use ichido_domain::store::{AuditStore, RowWrite, RowWritten, TokenStore};
 
     use crate::{SqliteStore, StoreOptions};
 
@@ -677,5 +824,50 @@ mod tests {
             assert_eq!(e.prev_hash, prev);
             prev.clone_from(&e.hash);
         }
+    }
+
+    /// A decision that panics fails its own job, not the writer: the store
+    /// goes on writing, and a decision on a token that does not exist sees
+    /// no row.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_decision_fails_only_its_own_job() {
+        let store = SqliteStore::open("sqlite::memory:", &StoreOptions::default())
+            .await
+            .unwrap();
+        let id = ichido_domain::ids::TokenId::random();
+        let panicking = store
+            .decide_on_row(&id, Box::new(|_| panic!("a check that breaks")))
+            .await;
+        assert!(matches!(
+            panicking,
+            Err(ichido_domain::error::StoreError::Unavailable(_))
+        ));
+        let (row, written) = store
+            .decide_on_row(
+                &id,
+                Box::new(|row| {
+                    assert!(row.is_none());
+                    RowWrite::Nothing
+                }),
+            )
+            .await
+            .unwrap();
+        assert!(row.is_none());
+        assert_eq!(written, RowWritten::Nothing);
+        let audit = AuditRecord {
+            at: 1,
+            actor: "test".into(),
+            action: "test.append",
+            contract_no: None,
+            user_id: None,
+            token_id: None,
+            outcome: "ok".into(),
+        };
+        let (_, written) = store
+            .decide_on_row(&id, Box::new(move |_| RowWrite::Audit(audit)))
+            .await
+            .unwrap();
+        assert_eq!(written, RowWritten::Audit);
+        assert_eq!(store.audit_chain(0, 10).await.unwrap().len(), 1);
     }
 }

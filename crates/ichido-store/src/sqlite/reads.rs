@@ -95,22 +95,28 @@ async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Request>, parallel: usize)
     }
 }
 
+/// `ids` as a JSON array, for `json_each`. Token ids are 4 capital letters
+/// and 8 digits: JSON strings as they are.
+pub(super) fn json_ids<'a>(ids: impl Iterator<Item = &'a TokenId>) -> String {
+    let mut json = String::with_capacity(64);
+    json.push('[');
+    for (i, id) in ids.enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        json.push('"');
+        json.push_str(id.as_str());
+        json.push('"');
+    }
+    json.push(']');
+    json
+}
+
 /// One statement for every id of `batch`; each request gets its row (a
 /// duplicate id gets a copy), or the read's error.
 async fn read(pool: &SqlitePool, batch: Vec<Request>) {
     let started = std::time::Instant::now();
-    // Token ids are 4 capital letters and 8 digits: a JSON string as they are.
-    let mut ids = String::with_capacity(batch.len() * 15 + 2);
-    ids.push('[');
-    for (i, r) in batch.iter().enumerate() {
-        if i > 0 {
-            ids.push(',');
-        }
-        ids.push('"');
-        ids.push_str(r.token_id.as_str());
-        ids.push('"');
-    }
-    ids.push(']');
+    let ids = json_ids(batch.iter().map(|r| &r.token_id));
     let rows: Result<Vec<TokenRow>, _> =
         sqlx::query_as("SELECT * FROM tokens WHERE token_id IN (SELECT value FROM json_each(?))")
             .bind(ids)
