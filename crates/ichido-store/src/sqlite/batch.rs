@@ -207,6 +207,7 @@ async fn run(writer: SqlitePool, mut rx: mpsc::Receiver<Job>) {
         batch.push(first);
         // Waiting for the connection and the lock lets more jobs queue up.
         let tx = writer.begin_with("BEGIN IMMEDIATE").await;
+        let begun = started.elapsed();
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(job) => batch.push(job),
@@ -221,19 +222,29 @@ async fn run(writer: SqlitePool, mut rx: mpsc::Receiver<Job>) {
                 j.work
             })
             .collect();
+        let mut wrote = begun;
         let written = match tx {
             Ok(mut tx) => match write(&mut tx, works).await {
                 // Dropping the transaction on an error rolls it back.
-                Ok(outcomes) => tx.commit().await.map_err(db_err).map(|()| outcomes),
+                Ok(outcomes) => {
+                    wrote = started.elapsed();
+                    tx.commit().await.map_err(db_err).map(|()| outcomes)
+                }
                 Err(e) => Err(e),
             },
             Err(e) => Err(db_err(e)),
         };
         match written {
             Ok(outcomes) => {
+                // From the first job's arrival: the lock taken, the
+                // statements run, the commit (WAL append and fsync) done.
+                let done = started.elapsed();
                 tracing::trace!(
                     jobs = outcomes.len(),
-                    micros = started.elapsed().as_micros(),
+                    micros = done.as_micros(),
+                    begin_micros = begun.as_micros(),
+                    write_micros = (wrote - begun).as_micros(),
+                    commit_micros = (done - wrote).as_micros(),
                     "batch committed"
                 );
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
