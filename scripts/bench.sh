@@ -3,12 +3,17 @@
 # times, and prints every run's JSON line and the medians. The figures of
 # docs/performance.md come from this script.
 #
-#   scripts/bench.sh [--runs N] [--fresh] [--instances N] [--pin] [--postgres URL] [--server-arg ARG]... [-- BENCH ARGS]
+#   scripts/bench.sh [--runs N] [--fresh] [--compare BIN] [--instances N] [--pin] [--postgres URL] [--server-arg ARG]... [-- BENCH ARGS]
 #
 #   --runs N          runs of the bench against the same server (default 3)
 #   --fresh           a fresh database and server for every run (each run
 #                     imports its tokens: without it, the third run of
 #                     --tokens 1000000 finds three million in the database)
+#   --compare BIN     also run another build's `ichido` (e.g. one built from
+#                     an older commit), the two builds taking turns run by
+#                     run, each on a fresh database and server with its own
+#                     bench (implies --fresh); medians per build. The
+#                     machine's drift then hits both alike.
 #   --instances N     N servers on the one database, each loaded by its own
 #                     bench at the same time; a run's figure is their sum
 #                     (p50/p99/p99.9: the worst instance's)
@@ -35,6 +40,7 @@ cd "$(dirname "$0")/.."
 
 runs=3
 fresh=""
+other=""
 instances=1
 pg=""
 server_args=()
@@ -44,6 +50,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs="$2"; shift 2 ;;
     --fresh) fresh=1; shift ;;
+    --compare) other="$2"; fresh=1; shift 2 ;;
     --instances) instances="$2"; shift 2 ;;
     --postgres) pg="$2"; shift 2 ;;
     --pin) server_cpu=(taskset -c 0); bench_cpu=(taskset -c 1); shift ;;
@@ -58,6 +65,11 @@ bench_args=("$@")
 
 cargo build --release --locked -p ichido >&2
 bin="${CARGO_TARGET_DIR:-target}/release/ichido"
+builds=("$bin")
+if [ -n "$other" ]; then
+  [ -x "$other" ] || { echo "--compare: $other is not an executable" >&2; exit 2; }
+  builds+=("$other")
+fi
 
 work="$(mktemp -d)"
 server_pids=()
@@ -106,9 +118,12 @@ stop_servers() {
 start_servers
 echo "server: ${server_cpu[*]} $bin serve --database ${db%%\?*} ${server_args[*]:-} (x$instances)${fresh:+, fresh for every run}" >&2
 echo "bench:  ${bench_cpu[*]} $bin bench ${bench_args[*]} (one per server, at once)" >&2
+[ -z "$other" ] || echo "compare: $other (turns with the build above, run by run)" >&2
 results=()
 for i in $(seq 1 "$runs"); do
-  if [ -n "$fresh" ] && [ "$i" -gt 1 ]; then
+for k in "${!builds[@]}"; do
+  bin="${builds[$k]}"
+  if [ -n "$fresh" ] && { [ "$i" -gt 1 ] || [ "$k" -gt 0 ]; }; then
     stop_servers
     start_servers
   fi
@@ -138,16 +153,26 @@ for k in ("p50_ms", "p99_ms", "p999_ms"):
 total["instances"] = len(parts)
 print(json.dumps(total))
 ')"
-  echo "run $i: $line"
-  results+=("$line")
+  if [ -n "$other" ]; then echo "run $i ($bin): $line"; else echo "run $i: $line"; fi
+  results+=("$k"$'\t'"$line")
+done
 done
 printf '%s\n' "${results[@]}" | python3 -c '
 import json, statistics, sys
-runs = [json.loads(l) for l in sys.stdin if l.strip()]
-def med(k):
-    return statistics.median(r[k] for r in runs)
-bad = sum(r["correctness_failures"] for r in runs)
-print("median of %d: %.0f validations/s, p50 %.1f ms, p99 %.1f ms, p99.9 %.1f ms, correctness failures %d"
-      % (len(runs), med("validations_per_sec"), med("p50_ms"), med("p99_ms"), med("p999_ms"), bad))
+names = sys.argv[1:]
+by_build = {}
+for l in sys.stdin:
+    if l.strip():
+        k, line = l.split("\t", 1)
+        by_build.setdefault(int(k), []).append(json.loads(line))
+bad = 0
+for k, runs in sorted(by_build.items()):
+    def med(f):
+        return statistics.median(r[f] for r in runs)
+    failures = sum(r["correctness_failures"] for r in runs)
+    bad += failures
+    label = " (%s)" % names[k] if len(by_build) > 1 else ""
+    print("median of %d%s: %.0f validations/s, p50 %.1f ms, p99 %.1f ms, p99.9 %.1f ms, correctness failures %d"
+          % (len(runs), label, med("validations_per_sec"), med("p50_ms"), med("p99_ms"), med("p999_ms"), failures))
 sys.exit(1 if bad else 0)
-'
+' "${builds[@]}"
