@@ -91,6 +91,10 @@ impl SqliteStore {
             let keep = |secs: u64| (!memory).then(|| std::time::Duration::from_secs(secs));
             SqlitePoolOptions::new()
                 .max_connections(max)
+                // A local SQLite connection does not go stale like a
+                // network one; the ping before every acquire cost the
+                // writer a round trip to the connection's thread per batch.
+                .test_before_acquire(false)
                 .min_connections(u32::from(memory))
                 .idle_timeout(keep(600))
                 .max_lifetime(keep(1800))
