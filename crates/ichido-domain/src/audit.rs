@@ -84,6 +84,25 @@ pub fn chain_hash(
 }
 
 impl AuditRecord {
+    /// A record of `action` on `token` by `actor` at `at`.
+    pub fn of_token(
+        at: i64,
+        actor: String,
+        action: &'static str,
+        token: &crate::model::Token,
+        outcome: impl Into<String>,
+    ) -> Self {
+        Self {
+            at,
+            actor,
+            action,
+            contract_no: Some(token.contract_no.clone()),
+            user_id: Some(token.user_id.clone()),
+            token_id: Some(token.token_id.as_str().to_owned()),
+            outcome: outcome.into(),
+        }
+    }
+
     /// The hash this record gets when stored as `seq` after `prev_hash`.
     pub fn hash_after(&self, prev_hash: &str, seq: i64) -> String {
         chain_hash(

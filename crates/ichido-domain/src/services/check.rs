@@ -428,15 +428,13 @@ struct RowCheck {
 
 impl RowCheck {
     fn record(&self, token: &Token, outcome: &str) -> AuditRecord {
-        AuditRecord {
-            at: self.clock.now(),
-            actor: self.actor.clone(),
-            action: self.action,
-            contract_no: Some(token.contract_no.clone()),
-            user_id: Some(token.user_id.clone()),
-            token_id: Some(token.token_id.as_str().to_owned()),
-            outcome: outcome.to_owned(),
-        }
+        AuditRecord::of_token(
+            self.clock.now(),
+            self.actor.clone(),
+            self.action,
+            token,
+            outcome,
+        )
     }
 
     /// The check of an active token's code, as [`Ichido::check_code`] makes

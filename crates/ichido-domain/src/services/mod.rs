@@ -168,14 +168,7 @@ impl Ichido {
         t: &Token,
         outcome: impl Into<String>,
     ) -> AuditRecord {
-        self.record(
-            actor,
-            action,
-            Some(&t.contract_no),
-            Some(&t.user_id),
-            Some(t.token_id.as_str()),
-            outcome,
-        )
+        AuditRecord::of_token(self.clock.now(), actor.label(), action, t, outcome)
     }
 
     /// Runs password hashing off the async workers.
