@@ -78,6 +78,24 @@ pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
     }
 }
 
+/// Maps an error of the SQLite writer's own connection, as [`db_err`] does.
+pub(crate) fn lite_err(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ffi;
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == ffi::SQLITE_CONSTRAINT_UNIQUE
+                || f.extended_code == ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+        {
+            StoreError::Conflict
+        }
+        rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..)
+        | rusqlite::Error::InvalidColumnType(..)
+        | rusqlite::Error::InvalidColumnName(_) => StoreError::Corrupt(e.to_string()),
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
 #[derive(sqlx::FromRow)]
 pub(crate) struct TokenRow {
     pub token_id: String,
@@ -97,6 +115,31 @@ pub(crate) struct TokenRow {
     pub activated_at: Option<i64>,
     pub grace_until: Option<i64>,
     pub updated_at: i64,
+}
+
+impl TokenRow {
+    /// The row as the SQLite writer's own connection returns it.
+    pub fn from_lite(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            token_id: r.get("token_id")?,
+            contract_no: r.get("contract_no")?,
+            user_id: r.get("user_id")?,
+            kind: r.get("kind")?,
+            state: r.get("state")?,
+            algorithm: r.get("algorithm")?,
+            digits: r.get("digits")?,
+            period: r.get("period")?,
+            counter: r.get("counter")?,
+            last_step: r.get("last_step")?,
+            time_offset: r.get("time_offset")?,
+            failures: r.get("failures")?,
+            sealed_secret: r.get("sealed_secret")?,
+            created_at: r.get("created_at")?,
+            activated_at: r.get("activated_at")?,
+            grace_until: r.get("grace_until")?,
+            updated_at: r.get("updated_at")?,
+        })
+    }
 }
 
 impl TryFrom<TokenRow> for Token {

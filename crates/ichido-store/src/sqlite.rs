@@ -14,6 +14,7 @@ pub(crate) mod operators;
 mod reads;
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use ichido_domain::audit::{AuditEvent, AuditFilter, AuditRecord, GENESIS_HASH};
@@ -39,16 +40,26 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 
 /// SQLite implementation of the domain's store traits.
 ///
-/// Writes go through a pool of one connection: SQLite has one writer anyway,
-/// and queueing in-process is fair and fast where SQLite's busy handler would
+/// Acceptances, failures and lone audit records are group-committed by a
+/// writer thread with a connection of its own (see [`batch`]); every other
+/// write goes through a pool of one connection. Both write in the store's
+/// write turn ([`batch::WriteTurn`]): SQLite has one writer anyway, and
+/// queueing in-process is fair and fast where SQLite's busy handler would
 /// sleep. Other processes on the same file are still held off by
 /// `BEGIN IMMEDIATE` and the busy timeout.
+///
+/// `sqlite::memory:` opens a throwaway store: a database file of its own in
+/// a private temporary directory, removed with the last clone of the store,
+/// written without `fsync` (it is never read again). It runs the same code
+/// as a file store.
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
     writer: SqlitePool,
-    /// Acceptances, failures and lone audit records: group-committed by one
-    /// task that takes `writer`'s connection per batch (see [`batch`]).
+    /// Taken by every write of this process to the file (see [`batch::WriteTurn`]).
+    turn: batch::WriteTurn,
+    /// Acceptances, failures and lone audit records: group-committed by the
+    /// writer thread (see [`batch`]).
     batch: batch::Batcher,
     /// Token reads by id, gathered into one statement (see [`reads`]).
     reads: reads::TokenReads,
@@ -58,7 +69,9 @@ pub struct SqliteStore {
     _filing: tokio::sync::mpsc::Sender<()>,
     /// The connection of the background WAL checkpoints (see
     /// [`checkpoint`]), and what keeps them running.
-    checkpoints: Option<(SqlitePool, tokio::sync::mpsc::Sender<()>)>,
+    checkpoints: (SqlitePool, tokio::sync::mpsc::Sender<()>),
+    /// A throwaway store's directory, removed when the last clone goes.
+    _throwaway: Option<Arc<tempfile::TempDir>>,
 }
 
 impl SqliteStore {
@@ -71,103 +84,104 @@ impl SqliteStore {
     /// [`Self::open`]; with `filing` false the audit index is filed only when
     /// asked (tests that look at an index as they left it).
     async fn open_filing(url: &str, opts: &StoreOptions, filing: bool) -> Result<Self, OpenError> {
-        let memory = url.contains(":memory:") || url.contains("mode=memory");
-        let connect = SqliteConnectOptions::from_str(url)
-            .map_err(|e| OpenError::Connect(e.to_string()))?
+        let throwaway = url.contains(":memory:") || url.contains("mode=memory");
+        let (connect, dir) = if throwaway {
+            let dir = tempfile::Builder::new()
+                .prefix("ichido-throwaway-")
+                .tempdir()
+                .map_err(|e| {
+                    OpenError::Connect(format!("cannot create a throwaway store's directory: {e}"))
+                })?;
+            let file = dir.path().join("ichido.db");
+            (
+                SqliteConnectOptions::new().filename(file),
+                Some(Arc::new(dir)),
+            )
+        } else {
+            let connect = SqliteConnectOptions::from_str(url)
+                .map_err(|e| OpenError::Connect(e.to_string()))?;
+            (connect, None)
+        };
+        let synchronous = if throwaway {
+            SqliteSynchronous::Off
+        } else {
+            SqliteSynchronous::Full
+        };
+        let connect = connect
             .create_if_missing(true)
-            .journal_mode(if memory {
-                SqliteJournalMode::Memory
-            } else {
-                SqliteJournalMode::Wal
-            })
-            .synchronous(SqliteSynchronous::Full)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(synchronous)
             .busy_timeout(opts.busy_timeout)
             .foreign_keys(true);
-        if !memory {
-            create_private(connect.get_filename())
-                .map_err(|e| OpenError::Connect(format!("cannot create the database file: {e}")))?;
-        }
+        create_private(connect.get_filename())
+            .map_err(|e| OpenError::Connect(format!("cannot create the database file: {e}")))?;
         let pool_options = |max: u32| {
-            let keep = |secs: u64| (!memory).then(|| std::time::Duration::from_secs(secs));
+            let keep = |secs: u64| Some(std::time::Duration::from_secs(secs));
             SqlitePoolOptions::new()
                 .max_connections(max)
                 // A local SQLite connection does not go stale like a
-                // network one; the ping before every acquire cost the
-                // writer a round trip to the connection's thread per batch.
+                // network one; a ping before every acquire is a round trip
+                // to the connection's thread.
                 .test_before_acquire(false)
-                .min_connections(u32::from(memory))
                 .idle_timeout(keep(600))
                 .max_lifetime(keep(1800))
                 .acquire_timeout(opts.connect_timeout)
         };
-        // The audit index: a file of its own beside a file store, attached
-        // to the connections that read or file it; for an in-memory store,
-        // an in-memory database on its one connection.
-        let index_file = (!memory).then(|| auditindex::path_of(connect.get_filename()));
-        let connect_for_checkpoints = connect.clone();
-        let writer = if memory {
-            pool_options(1).after_connect(auditindex::attacher(None))
-        } else {
-            pool_options(1)
-        }
-        .connect_with(
-            connect
-                .clone()
-                .pragma("wal_autocheckpoint", checkpoint::WRITER_LIMIT),
-        )
-        .await
-        .map_err(|e| OpenError::Connect(e.to_string()))?;
+        // The audit index: a file of its own beside the store's, attached
+        // to the connections that read or file it.
+        let index_file = auditindex::path_of(connect.get_filename());
+        let writer = pool_options(1)
+            .connect_with(
+                connect
+                    .clone()
+                    .pragma("wal_autocheckpoint", checkpoint::WRITER_LIMIT),
+            )
+            .await
+            .map_err(|e| OpenError::Connect(e.to_string()))?;
         MIGRATOR
             .run(&writer)
             .await
             .map_err(|e| OpenError::Migrate(e.to_string()))?;
-        let (pool, filer) = match &index_file {
-            // An in-memory database lives in one connection: readers and the
-            // filer share the writer's.
-            None => (writer.clone(), writer.clone()),
-            Some(file) => {
-                auditindex::prepare(&connect, file).await.map_err(|e| {
-                    OpenError::Connect(format!("cannot open the audit index file: {e}"))
-                })?;
-                let filer = pool_options(1)
-                    .after_connect(auditindex::attacher(Some(file.clone())))
-                    .connect_with(connect.clone())
-                    .await
-                    .map_err(|e| OpenError::Connect(e.to_string()))?;
-                let pool = pool_options(opts.max_connections.max(1))
-                    .after_connect(auditindex::attacher(Some(file.clone())))
-                    .connect_with(connect)
-                    .await
-                    .map_err(|e| OpenError::Connect(e.to_string()))?;
-                (pool, filer)
-            }
-        };
-        let batch = batch::Batcher::start(writer.clone());
-        let readers = if memory {
-            1
-        } else {
-            opts.max_connections.max(1)
-        };
-        let reads = reads::TokenReads::start(pool.clone(), readers);
+        auditindex::prepare(&connect, &index_file)
+            .await
+            .map_err(|e| OpenError::Connect(format!("cannot open the audit index file: {e}")))?;
+        let filer = pool_options(1)
+            .after_connect(auditindex::attacher(Some(index_file.clone())))
+            .connect_with(connect.clone())
+            .await
+            .map_err(|e| OpenError::Connect(e.to_string()))?;
+        let pool = pool_options(opts.max_connections.max(1))
+            .after_connect(auditindex::attacher(Some(index_file)))
+            .connect_with(connect.clone())
+            .await
+            .map_err(|e| OpenError::Connect(e.to_string()))?;
+        let turn = batch::WriteTurn::default();
+        let batch = batch::Batcher::start(
+            open_writer(connect.get_filename(), synchronous, opts)
+                .map_err(|e| OpenError::Connect(format!("cannot open the writer: {e}")))?,
+            turn.clone(),
+        )
+        .map_err(|e| OpenError::Connect(format!("cannot start the writer thread: {e}")))?;
+        let reads = reads::TokenReads::start(pool.clone(), opts.max_connections.max(1));
         let _filing = auditindex::start(filer.clone(), filing);
-        let checkpoints = if memory {
-            None
-        } else {
+        let checkpoints = {
             let pool = pool_options(1)
-                .connect_with(connect_for_checkpoints)
+                .connect_with(connect)
                 .await
                 .map_err(|e| OpenError::Connect(e.to_string()))?;
             let keep = checkpoint::start(pool.clone());
-            Some((pool, keep))
+            (pool, keep)
         };
         Ok(Self {
             pool,
             writer,
+            turn,
             batch,
             reads,
             filer,
             _filing,
             checkpoints,
+            _throwaway: dir,
         })
     }
 
@@ -175,28 +189,130 @@ impl SqliteStore {
     /// clones), after copying the WAL into the file. Waits for queries under
     /// way; later calls on the store fail.
     pub async fn close(&self) {
+        self.batch.close().await;
         // Everything into the file first, so that nothing is left for the
         // closing connections to copy.
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.writer)
-            .await
-        {
+        let checkpointed = match self.turn().await {
+            Ok(mut conn) => sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&mut *conn)
+                .await
+                .map(drop)
+                .map_err(db_err),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = checkpointed {
             tracing::debug!(error = %e, "checkpoint before close");
         }
-        if let Some((pool, _)) = &self.checkpoints {
-            pool.close().await;
-        }
+        self.checkpoints.0.close().await;
         self.filer.close().await;
         self.pool.close().await;
         self.writer.close().await;
     }
 
-    async fn write(&self) -> StoreResult<sqlx::Transaction<'static, Sqlite>> {
-        self.writer
+    /// A transaction on the writer pool's connection, in the write turn.
+    async fn write(&self) -> StoreResult<WriteTx> {
+        let turn = self.turn.clone().lock_owned().await;
+        let tx = self
+            .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(db_err)
+            .map_err(db_err)?;
+        Ok(WriteTx { tx, _turn: turn })
     }
+
+    /// The writer pool's connection, in the write turn: for a write that is
+    /// one statement.
+    async fn turn(&self) -> StoreResult<Turn> {
+        let turn = self.turn.clone().lock_owned().await;
+        let conn = self.writer.acquire().await.map_err(db_err)?;
+        Ok(Turn { conn, _turn: turn })
+    }
+}
+
+/// A write transaction on the writer pool's connection, holding the write
+/// turn until it commits or is dropped (rolled back).
+struct WriteTx {
+    tx: sqlx::Transaction<'static, Sqlite>,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl WriteTx {
+    async fn commit(self) -> sqlx::Result<()> {
+        self.tx.commit().await
+    }
+
+    async fn rollback(self) -> sqlx::Result<()> {
+        self.tx.rollback().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.tx
+    }
+}
+
+/// The writer pool's connection, holding the write turn until dropped.
+struct Turn {
+    conn: sqlx::pool::PoolConnection<Sqlite>,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl std::ops::Deref for Turn {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Turn {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.conn
+    }
+}
+
+/// Opens the writer thread's connection on `file` (created and migrated
+/// already), with the writer pool's settings.
+fn open_writer(
+    file: &std::path::Path,
+    synchronous: SqliteSynchronous,
+    opts: &StoreOptions,
+) -> Result<rusqlite::Connection, String> {
+    use rusqlite::OpenFlags;
+    let err = |e: rusqlite::Error| e.to_string();
+    let conn = rusqlite::Connection::open_with_flags(
+        file,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(err)?;
+    conn.busy_timeout(opts.busy_timeout).map_err(err)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(format!("the database is in journal mode {mode}, not WAL"));
+    }
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match synchronous {
+            SqliteSynchronous::Off => "OFF",
+            _ => "FULL",
+        },
+    )
+    .map_err(err)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(err)?;
+    conn.pragma_update(None, "wal_autocheckpoint", checkpoint::WRITER_LIMIT)
+        .map_err(err)?;
+    Ok(conn)
 }
 
 /// Creates a missing database file readable by its owner alone (0600): it
@@ -387,7 +503,7 @@ impl PasswordLockStore for SqliteStore {
         )
         .bind(contract_no)
         .bind(user_id)
-        .fetch_one(&self.writer)
+        .fetch_one(&mut *self.turn().await?)
         .await
         .map_err(db_err)?;
         Ok(locked_at.is_none() && failures <= i64::from(threshold))
@@ -442,7 +558,7 @@ impl PasswordLockStore for SqliteStore {
         sqlx::query("DELETE FROM password_lockouts WHERE contract_no = ? AND user_id = ? AND locked_at IS NULL")
             .bind(contract_no)
             .bind(user_id)
-            .execute(&self.writer)
+            .execute(&mut *self.turn().await?)
             .await
             .map_err(db_err)?;
         Ok(())
@@ -766,7 +882,7 @@ impl SessionStore for SqliteStore {
         .bind(expires_at)
         .bind(&id_hash[..])
         .bind(now)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *self.turn().await?)
         .await
         .map_err(db_err)?;
         row.map(Session::try_from).transpose()
@@ -788,7 +904,7 @@ impl SessionStore for SqliteStore {
     async fn purge_sessions(&self, now: i64) -> StoreResult<u64> {
         let n = sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
             .bind(now)
-            .execute(&self.writer)
+            .execute(&mut *self.turn().await?)
             .await
             .map_err(db_err)?
             .rows_affected();

@@ -1,8 +1,9 @@
 //! Group commit of the hot writes: an acceptance is replied to only after the
 //! batch that holds it has committed.
 //!
-//! One task per store takes the first queued job, begins one `BEGIN IMMEDIATE`
-//! transaction on the writer pool's connection and drains what else is queued
+//! One thread per store, with a SQLite connection of its own, takes the
+//! first queued job, takes the store's write turn (see [`WriteTurn`]),
+//! begins one `BEGIN IMMEDIATE` transaction and drains what else is queued
 //! (up to [`MAX_BATCH`]). The jobs' conditional `UPDATE`s are set-based: one
 //! `UPDATE … FROM (VALUES …)` per kind and round (see [`write`]) whose
 //! `WHERE` holds, row by row, exactly the condition of a lone write, so the
@@ -11,11 +12,21 @@
 //! writes, reading the chain's head once per batch, in the same transaction.
 //! Every reply is sent after `COMMIT` has returned; any error fails the whole
 //! batch (every job gets `Unavailable`, nothing of the batch is written, no
-//! code is spent without its reply). The connection is held only for one batch, so other writers
-//! and in-memory readers queue on the pool as before. The task ends when the
-//! last sender (the last clone of the store) is dropped.
+//! code is spent without its reply).
+//!
+//! The thread runs the whole batch itself, statement after statement, with
+//! its statements prepared once and kept: no hand-off to another thread
+//! between them (through the async driver, each statement, the `BEGIN` and
+//! the `COMMIT` were a round trip to the connection's own thread, and those
+//! wake-ups, not the work, set the pace). The write turn is held only for
+//! one batch, so the store's other writes (users, sessions, operators)
+//! take their turns in arrival order between batches. The thread ends when
+//! the store is closed or the last sender (the last clone of the store) is
+//! dropped.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
 
 use ichido_domain::audit::{AuditRecord, GENESIS_HASH};
 use ichido_domain::error::StoreError;
@@ -24,17 +35,28 @@ use ichido_domain::model::{Token, TokenState};
 use ichido_domain::store::{
     Accept, Acceptance, FailureCount, Position, RowDecide, RowWrite, RowWritten, StoreResult,
 };
-use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
+use rusqlite::types::ToSql;
+use rusqlite::{Connection, OptionalExtension, Statement, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::rows::{counted_failure, counted_rows, db_err, saturating_i64, to_i64, TokenRow};
+use crate::rows::{counted_failure, counted_rows, lite_err, saturating_i64, to_i64, TokenRow};
 
 /// The most jobs one transaction holds.
 pub(super) const MAX_BATCH: usize = 256;
 /// Audit rows per INSERT statement (10 bound values each).
 const AUDIT_ROWS: usize = 64;
-/// Jobs that may wait for the writer task before callers are held back.
+/// Jobs that may wait for the writer thread before callers are held back.
 const QUEUE: usize = 4 * MAX_BATCH;
+/// Statements the writer keeps prepared: a set-based statement's text
+/// depends on its row count, so each kind has one per count seen.
+const PREPARED: usize = 1024;
+
+/// The store's write turn: whoever writes to the database file from this
+/// process holds it for the length of its transaction — the writer thread
+/// per batch, the writer pool's connection per transaction. Waiting is in
+/// arrival order (a `tokio` mutex is fair), where SQLite's busy handler
+/// would sleep and poll.
+pub(super) type WriteTurn = Arc<tokio::sync::Mutex<()>>;
 
 /// A write to run in the next batch.
 enum Work {
@@ -116,22 +138,44 @@ struct Job {
     reply: Reply,
 }
 
-/// The handle the store keeps: cloning it shares the one writer task.
+/// What the writer thread receives.
+// Nearly every message is a job: boxing it would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
+enum Message {
+    Job(Job),
+    /// Finish what is queued before, close the connection, then answer.
+    Close(oneshot::Sender<()>),
+}
+
+/// The handle the store keeps: cloning it shares the one writer thread.
 #[derive(Clone)]
 pub(super) struct Batcher {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Message>,
 }
 
 fn stopped() -> StoreError {
-    StoreError::Unavailable("the SQLite writer task has stopped".into())
+    StoreError::Unavailable("the SQLite writer has stopped".into())
 }
 
 impl Batcher {
-    /// Starts the writer task on the current runtime; it writes through `writer`.
-    pub(super) fn start(writer: SqlitePool) -> Self {
+    /// Starts the writer thread on `conn` (opened on the store's file, its
+    /// pragmas set); it writes in `turn`.
+    pub(super) fn start(conn: Connection, turn: WriteTurn) -> std::io::Result<Self> {
         let (jobs, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(writer, rx));
-        Self { jobs }
+        conn.set_prepared_statement_cache_capacity(PREPARED);
+        std::thread::Builder::new()
+            .name("ichido-sqlite-writer".into())
+            .spawn(move || run(conn, &turn, rx))?;
+        Ok(Self { jobs })
+    }
+
+    /// Runs what is queued, then closes the writer's connection; later jobs
+    /// fail as `Unavailable`.
+    pub(super) async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.jobs.send(Message::Close(done)).await.is_ok() {
+            let _ = closed.await;
+        }
     }
 
     async fn submit<T>(
@@ -144,7 +188,10 @@ impl Batcher {
             work,
             reply: reply(tx),
         };
-        self.jobs.send(job).await.map_err(|_| stopped())?;
+        self.jobs
+            .send(Message::Job(job))
+            .await
+            .map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
 
@@ -199,18 +246,31 @@ impl Batcher {
     }
 }
 
-/// The writer task: one batch per turn until every sender is gone.
-async fn run(writer: SqlitePool, mut rx: mpsc::Receiver<Job>) {
+/// The writer thread: one batch per turn until the store closes or every
+/// sender is gone.
+fn run(mut conn: Connection, turn: &tokio::sync::Mutex<()>, mut rx: mpsc::Receiver<Message>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
-        let started = std::time::Instant::now();
-        batch.push(first);
-        // Waiting for the connection and the lock lets more jobs queue up.
-        let tx = writer.begin_with("BEGIN IMMEDIATE").await;
+    let mut closing = None;
+    while let Some(first) = rx.blocking_recv() {
+        match first {
+            Message::Job(job) => batch.push(job),
+            Message::Close(done) => {
+                closing = Some(done);
+                break;
+            }
+        }
+        let started = Instant::now();
+        // Waiting for the turn and the lock lets more jobs queue up.
+        let held = turn.blocking_lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate);
         let begun = started.elapsed();
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(Message::Job(job)) => batch.push(job),
+                Ok(Message::Close(done)) => {
+                    closing = Some(done);
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -224,20 +284,21 @@ async fn run(writer: SqlitePool, mut rx: mpsc::Receiver<Job>) {
             .collect();
         let mut wrote = begun;
         let written = match tx {
-            Ok(mut tx) => match write(&mut tx, works).await {
+            Ok(tx) => match write(&tx, works) {
                 // Dropping the transaction on an error rolls it back.
                 Ok(outcomes) => {
                     wrote = started.elapsed();
-                    tx.commit().await.map_err(db_err).map(|()| outcomes)
+                    tx.commit().map_err(lite_err).map(|()| outcomes)
                 }
                 Err(e) => Err(e),
             },
-            Err(e) => Err(db_err(e)),
+            Err(e) => Err(lite_err(e)),
         };
+        drop(held);
         match written {
             Ok(outcomes) => {
-                // From the first job's arrival: the lock taken, the
-                // statements run, the commit (WAL append and fsync) done.
+                // From the first job's arrival: the turn and the lock taken,
+                // the statements run, the commit (WAL append and fsync) done.
                 let done = started.elapsed();
                 tracing::trace!(
                     jobs = outcomes.len(),
@@ -260,6 +321,16 @@ async fn run(writer: SqlitePool, mut rx: mpsc::Receiver<Job>) {
                 }
             }
         }
+        if closing.is_some() {
+            break;
+        }
+    }
+    rx.close();
+    if let Err((_, e)) = conn.close() {
+        tracing::warn!(error = %e, "closing the SQLite writer");
+    }
+    if let Some(done) = closing {
+        let _ = done.send(());
     }
 }
 
@@ -274,10 +345,7 @@ async fn run(writer: SqlitePool, mut rx: mpsc::Receiver<Job>) {
 /// `last_step < n`, `state = s`). Each row changes at most once per
 /// statement, and a later round sees what the earlier ones wrote, so the
 /// second of two jobs with one code changes nothing, as in a lone write.
-async fn write(
-    conn: &mut SqliteConnection,
-    works: Vec<Work>,
-) -> StoreResult<Vec<StoreResult<Outcome>>> {
+fn write(conn: &Connection, works: Vec<Work>) -> StoreResult<Vec<StoreResult<Outcome>>> {
     let n = works.len();
     let mut round_of = Vec::with_capacity(n);
     let mut seen: HashMap<&str, usize> = HashMap::with_capacity(n);
@@ -308,8 +376,7 @@ async fn write(
             &mut works,
             &mut outcomes,
             &mut read,
-        )
-        .await?;
+        )?;
         let mut events = Vec::new();
         let mut times = Vec::new();
         let mut failures = Vec::new();
@@ -359,7 +426,7 @@ async fn write(
             events.into_iter().partition(|r| r.from == r.to);
         for (rows, moves) in [(events_same, false), (events_moved, true)] {
             for chunk in rows.chunks(UPDATE_ROWS) {
-                let won = accept_events(conn, chunk, moves).await?;
+                let won = accept_events(conn, chunk, moves)?;
                 settle_accepts(
                     chunk.iter().map(|r| (r.idx, &r.token_id, &r.audit)),
                     &won,
@@ -372,7 +439,7 @@ async fn write(
             times.into_iter().partition(|r| r.from == r.to);
         for (rows, moves) in [(times_same, false), (times_moved, true)] {
             for chunk in rows.chunks(UPDATE_ROWS) {
-                let won = accept_times(conn, chunk, moves).await?;
+                let won = accept_times(conn, chunk, moves)?;
                 settle_accepts(
                     chunk.iter().map(|r| (r.idx, &r.token_id, &r.audit)),
                     &won,
@@ -382,7 +449,7 @@ async fn write(
             }
         }
         for chunk in failures.chunks(UPDATE_ROWS) {
-            let counted = count_failures(conn, chunk).await?;
+            let counted = count_failures(conn, chunk)?;
             for r in chunk {
                 let outcome = match counted.get(r.token_id.as_str()) {
                     None => Ok(Outcome::Failure(None)),
@@ -399,7 +466,7 @@ async fn write(
         }
     }
     let records: Vec<AuditRecord> = records.into_iter().flatten().collect();
-    append_all(conn, &records).await?;
+    append_all(conn, &records)?;
     Ok(outcomes
         .into_iter()
         .zip(read)
@@ -427,8 +494,8 @@ async fn write(
 /// with the round's other writes. As the batch holds SQLite's write lock,
 /// the row decided on is the row the write finds. A decision that panics
 /// fails its own job only.
-async fn decide_round(
-    conn: &mut SqliteConnection,
+fn decide_round(
+    conn: &Connection,
     jobs: impl Iterator<Item = usize>,
     works: &mut [Option<Work>],
     outcomes: &mut [Option<StoreResult<Outcome>>],
@@ -444,12 +511,11 @@ async fn decide_round(
         Some(Work::Decide { token_id, .. }) => Some(token_id),
         _ => None,
     }));
-    let rows: Vec<TokenRow> =
-        sqlx::query_as("SELECT * FROM tokens WHERE token_id IN (SELECT value FROM json_each(?))")
-            .bind(ids)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db_err)?;
+    let mut stmt = conn
+        .prepare_cached("SELECT * FROM tokens WHERE token_id IN (SELECT value FROM json_each(?))")
+        .map_err(lite_err)?;
+    stmt.raw_bind_parameter(1, ids).map_err(lite_err)?;
+    let rows = returned(&mut stmt, TokenRow::from_lite)?;
     let mut found: HashMap<String, StoreResult<Token>> = rows
         .into_iter()
         .map(|row| (row.token_id.clone(), Token::try_from(row)))
@@ -593,85 +659,131 @@ impl Row {
     }
 }
 
-/// Runs a built statement (not cached: its text depends on the row count)
-/// and collects the first column of what it returns.
-async fn returned_ids(
-    conn: &mut SqliteConnection,
-    mut q: QueryBuilder<'_, Sqlite>,
-) -> StoreResult<HashSet<String>> {
-    let rows: Vec<(String,)> = q
-        .build_query_as()
-        .persistent(false)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db_err)?;
-    Ok(rows.into_iter().map(|(id,)| id).collect())
+/// `head`, `VALUES` of `rows` rows of `cols` parameters each, then `tail`.
+fn values_sql(head: &str, rows: usize, cols: usize, tail: &str) -> String {
+    let one = format!("({})", vec!["?"; cols].join(", "));
+    let mut sql = String::with_capacity(head.len() + tail.len() + 16 + rows * (one.len() + 2));
+    sql.push_str(head);
+    sql.push_str(" VALUES ");
+    for n in 0..rows {
+        if n > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&one);
+    }
+    sql.push(' ');
+    sql.push_str(tail);
+    sql
+}
+
+/// Binds values to a prepared statement's parameters in order.
+struct Binder<'s, 'c> {
+    stmt: &'s mut Statement<'c>,
+    at: usize,
+}
+
+impl<'s, 'c> Binder<'s, 'c> {
+    fn new(stmt: &'s mut Statement<'c>) -> Self {
+        Self { stmt, at: 0 }
+    }
+
+    fn bind(&mut self, value: impl ToSql) -> StoreResult<&mut Self> {
+        self.at += 1;
+        self.stmt
+            .raw_bind_parameter(self.at, value)
+            .map_err(lite_err)?;
+        Ok(self)
+    }
+}
+
+/// Runs a statement whose parameters are bound and maps what it returns.
+fn returned<T>(
+    stmt: &mut Statement<'_>,
+    mut map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> StoreResult<Vec<T>> {
+    let mut rows = stmt.raw_query();
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(lite_err)? {
+        out.push(map(row).map_err(lite_err)?);
+    }
+    Ok(out)
+}
+
+/// The first column of every row returned, as a set of token IDs.
+fn returned_ids(stmt: &mut Statement<'_>) -> StoreResult<HashSet<String>> {
+    Ok(returned(stmt, |r| r.get::<_, String>(0))?
+        .into_iter()
+        .collect())
 }
 
 /// The conditional writes of event-token acceptances; the IDs of the tokens
 /// whose row changed. Only with `moves` (some row's `from` is not its `to`)
 /// is the state written; else every row's `to` is its `from`.
-async fn accept_events(
-    conn: &mut SqliteConnection,
+fn accept_events(
+    conn: &Connection,
     rows: &[EventRow],
     moves: bool,
 ) -> StoreResult<HashSet<String>> {
-    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(if moves {
-        "UPDATE tokens SET counter = v.column2, failures = 0, state = v.column3, updated_at = v.column4,
-                activated_at = COALESCE(activated_at, v.column4)
-         FROM ("
-    } else {
-        "UPDATE tokens SET counter = v.column2, failures = 0, updated_at = v.column4,
-                activated_at = COALESCE(activated_at, v.column4)
-         FROM ("
-    });
-    q.push_values(rows, |mut b, r| {
-        b.push_bind(r.token_id.as_str())
-            .push_bind(r.next)
-            .push_bind(r.to.as_str())
-            .push_bind(r.now)
-            .push_bind(r.from.as_str())
-            .push_bind(r.counter);
-    });
-    q.push(
+    let sql = values_sql(
+        if moves {
+            "UPDATE tokens SET counter = v.column2, failures = 0, state = v.column3, updated_at = v.column4,
+                    activated_at = COALESCE(activated_at, v.column4)
+             FROM ("
+        } else {
+            "UPDATE tokens SET counter = v.column2, failures = 0, updated_at = v.column4,
+                    activated_at = COALESCE(activated_at, v.column4)
+             FROM ("
+        },
+        rows.len(),
+        6,
         ") AS v
          WHERE tokens.token_id = v.column1 AND tokens.state = v.column5 AND tokens.counter <= v.column6
          RETURNING token_id",
     );
-    returned_ids(conn, q).await
+    let mut stmt = conn.prepare_cached(&sql).map_err(lite_err)?;
+    let mut b = Binder::new(&mut stmt);
+    for r in rows {
+        b.bind(r.token_id.as_str())?
+            .bind(r.next)?
+            .bind(r.to.as_str())?
+            .bind(r.now)?
+            .bind(r.from.as_str())?
+            .bind(r.counter)?;
+    }
+    returned_ids(&mut stmt)
 }
 
 /// The conditional writes of time-token acceptances; the IDs of the tokens
 /// whose row changed. `moves` as for [`accept_events`].
-async fn accept_times(
-    conn: &mut SqliteConnection,
-    rows: &[TimeRow],
-    moves: bool,
-) -> StoreResult<HashSet<String>> {
-    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(if moves {
-        "UPDATE tokens SET last_step = v.column2, time_offset = v.column3, failures = 0, state = v.column4,
-                updated_at = v.column5, activated_at = COALESCE(activated_at, v.column5)
-         FROM ("
-    } else {
-        "UPDATE tokens SET last_step = v.column2, time_offset = v.column3, failures = 0,
-                updated_at = v.column5, activated_at = COALESCE(activated_at, v.column5)
-         FROM ("
-    });
-    q.push_values(rows, |mut b, r| {
-        b.push_bind(r.token_id.as_str())
-            .push_bind(r.step)
-            .push_bind(r.offset)
-            .push_bind(r.to.as_str())
-            .push_bind(r.now)
-            .push_bind(r.from.as_str());
-    });
-    q.push(
+fn accept_times(conn: &Connection, rows: &[TimeRow], moves: bool) -> StoreResult<HashSet<String>> {
+    let sql = values_sql(
+        if moves {
+            "UPDATE tokens SET last_step = v.column2, time_offset = v.column3, failures = 0, state = v.column4,
+                    updated_at = v.column5, activated_at = COALESCE(activated_at, v.column5)
+             FROM ("
+        } else {
+            "UPDATE tokens SET last_step = v.column2, time_offset = v.column3, failures = 0,
+                    updated_at = v.column5, activated_at = COALESCE(activated_at, v.column5)
+             FROM ("
+        },
+        rows.len(),
+        6,
         ") AS v
          WHERE tokens.token_id = v.column1 AND tokens.state = v.column6
                AND (tokens.last_step IS NULL OR tokens.last_step < v.column2)
          RETURNING token_id",
     );
-    returned_ids(conn, q).await
+    let mut stmt = conn.prepare_cached(&sql).map_err(lite_err)?;
+    let mut b = Binder::new(&mut stmt);
+    for r in rows {
+        b.bind(r.token_id.as_str())?
+            .bind(r.step)?
+            .bind(r.offset)?
+            .bind(r.to.as_str())?
+            .bind(r.now)?
+            .bind(r.from.as_str())?;
+    }
+    returned_ids(&mut stmt)
 }
 
 /// Counts one failure of each token still in its job's state, locking it (or
@@ -683,8 +795,8 @@ async fn accept_times(
 /// alone: first the failures below the threshold, then, only for the rows
 /// the first did not change (in a round each token is in one row), the ones
 /// that lock. No row is counted twice.
-async fn count_failures(
-    conn: &mut SqliteConnection,
+fn count_failures(
+    conn: &Connection,
     rows: &[FailureRow],
 ) -> StoreResult<HashMap<String, (i64, TokenState)>> {
     let mut counted = HashMap::with_capacity(rows.len());
@@ -696,98 +808,122 @@ async fn count_failures(
                 break;
             }
         }
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(if locks {
-            "UPDATE tokens SET failures = failures + 1, updated_at = v.column2, state = v.column4,
-                    sealed_secret = CASE WHEN v.column4 = 'revoked' THEN X'' ELSE sealed_secret END
-             FROM ("
-        } else {
-            "UPDATE tokens SET failures = failures + 1, updated_at = v.column2
-             FROM ("
-        });
-        q.push_values(&rest, |mut b, r| {
+        let sql = values_sql(
+            if locks {
+                "UPDATE tokens SET failures = failures + 1, updated_at = v.column2, state = v.column4,
+                        sealed_secret = CASE WHEN v.column4 = 'revoked' THEN X'' ELSE sealed_secret END
+                 FROM ("
+            } else {
+                "UPDATE tokens SET failures = failures + 1, updated_at = v.column2
+                 FROM ("
+            },
+            rest.len(),
+            9,
+            if locks {
+                ") AS v
+                 WHERE tokens.token_id = v.column1 AND tokens.state = v.column5
+                       AND (NOT v.column6 OR (tokens.counter = v.column7
+                            AND tokens.last_step IS v.column8 AND tokens.time_offset = v.column9))
+                       AND tokens.failures + 1 >= v.column3
+                 RETURNING token_id, failures, state"
+            } else {
+                ") AS v
+                 WHERE tokens.token_id = v.column1 AND tokens.state = v.column5
+                       AND (NOT v.column6 OR (tokens.counter = v.column7
+                            AND tokens.last_step IS v.column8 AND tokens.time_offset = v.column9))
+                       AND tokens.failures + 1 < v.column3
+                 RETURNING token_id, failures, state"
+            },
+        );
+        let mut stmt = conn.prepare_cached(&sql).map_err(lite_err)?;
+        let mut b = Binder::new(&mut stmt);
+        for r in &rest {
             let lock_to = if r.state == TokenState::Pending {
                 TokenState::Revoked
             } else {
                 TokenState::Locked
             };
-            b.push_bind(r.token_id.as_str())
-                .push_bind(r.now)
-                .push_bind(i64::from(r.threshold))
-                .push_bind(lock_to.as_str())
-                .push_bind(r.state.as_str())
-                .push_bind(r.seen.is_some())
-                .push_bind(r.seen.map(|p| saturating_i64(p.counter)))
-                .push_bind(r.seen.and_then(|p| p.last_step).map(saturating_i64))
-                .push_bind(r.seen.map(|p| p.time_offset));
-        });
-        q.push(
-            ") AS v
-             WHERE tokens.token_id = v.column1 AND tokens.state = v.column5
-                   AND (NOT v.column6 OR (tokens.counter = v.column7
-                        AND tokens.last_step IS v.column8 AND tokens.time_offset = v.column9))
-                   AND ",
-        );
-        q.push(if locks {
-            "tokens.failures + 1 >= v.column3"
-        } else {
-            "tokens.failures + 1 < v.column3"
-        });
-        q.push(" RETURNING token_id, failures, state");
-        let changed: Vec<(String, i64, String)> = q
-            .build_query_as()
-            .persistent(false)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db_err)?;
+            b.bind(r.token_id.as_str())?
+                .bind(r.now)?
+                .bind(i64::from(r.threshold))?
+                .bind(lock_to.as_str())?
+                .bind(r.state.as_str())?
+                .bind(r.seen.is_some())?
+                .bind(r.seen.map(|p| saturating_i64(p.counter)))?
+                .bind(r.seen.and_then(|p| p.last_step).map(saturating_i64))?
+                .bind(r.seen.map(|p| p.time_offset))?;
+        }
+        let changed = returned(&mut stmt, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         counted.extend(counted_rows(changed)?);
     }
     Ok(counted)
 }
 
-/// Chains `records` in order after the chain's head, read once, in
-/// multi-row inserts. Call inside a write transaction (batches and imports).
-pub(super) async fn append_all(
-    conn: &mut SqliteConnection,
-    records: &[AuditRecord],
-) -> StoreResult<()> {
-    if records.is_empty() {
-        return Ok(());
-    }
-    let last: Option<(i64, String)> =
-        sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db_err)?;
-    let (mut seq, mut prev) = match last {
+/// One audit event's place in the chain: its sequence number, the hash it
+/// follows and its own.
+pub(super) struct Link {
+    pub seq: i64,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The links of `records` chained in order after `head` (the last event's
+/// sequence number and hash; `None` for an empty log).
+pub(super) fn links(records: &[AuditRecord], head: Option<(i64, String)>) -> Vec<Link> {
+    let (mut seq, mut prev) = match head {
         Some((s, h)) => (s + 1, h),
         None => (1, GENESIS_HASH.to_owned()),
     };
-    // One multi-row INSERT per chunk: a statement per record would cost a
-    // round trip to the connection's thread each.
-    for chunk in records.chunks(AUDIT_ROWS) {
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO audit_events (seq, at, actor, action, contract_no, user_id, token_id, outcome, prev_hash, hash) ",
-        );
-        q.push_values(chunk, |mut row, r| {
+    records
+        .iter()
+        .map(|r| {
             let hash = r.hash_after(&prev, seq);
-            row.push_bind(seq)
-                .push_bind(r.at)
-                .push_bind(r.actor.as_str())
-                .push_bind(r.action)
-                .push_bind(r.contract_no.as_deref())
-                .push_bind(r.user_id.as_deref())
-                .push_bind(r.token_id.as_deref())
-                .push_bind(r.outcome.as_str())
-                .push_bind(std::mem::replace(&mut prev, hash.clone()))
-                .push_bind(hash);
+            let link = Link {
+                seq,
+                prev_hash: std::mem::replace(&mut prev, hash.clone()),
+                hash,
+            };
             seq += 1;
-        });
-        // Not cached: the text differs with the chunk's length.
-        q.build()
-            .persistent(false)
-            .execute(&mut *conn)
-            .await
-            .map_err(db_err)?;
+            link
+        })
+        .collect()
+}
+
+/// The head of the audit chain, as [`links`] takes it.
+pub(super) const CHAIN_HEAD: &str = "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1";
+
+/// The columns of an audit event, as inserted.
+pub(super) const AUDIT_INSERT: &str =
+    "INSERT INTO audit_events (seq, at, actor, action, contract_no, user_id, token_id, outcome, prev_hash, hash)";
+
+/// Chains `records` in order after the chain's head, read once, in
+/// multi-row inserts. Call inside the batch's transaction.
+fn append_all(conn: &Connection, records: &[AuditRecord]) -> StoreResult<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let head: Option<(i64, String)> = conn
+        .prepare_cached(CHAIN_HEAD)
+        .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .map_err(lite_err)?;
+    let links = links(records, head);
+    for (chunk, links) in records.chunks(AUDIT_ROWS).zip(links.chunks(AUDIT_ROWS)) {
+        let sql = values_sql(AUDIT_INSERT, chunk.len(), 10, "");
+        let mut stmt = conn.prepare_cached(&sql).map_err(lite_err)?;
+        let mut b = Binder::new(&mut stmt);
+        for (r, l) in chunk.iter().zip(links) {
+            b.bind(l.seq)?
+                .bind(r.at)?
+                .bind(r.actor.as_str())?
+                .bind(r.action)?
+                .bind(r.contract_no.as_deref())?
+                .bind(r.user_id.as_deref())?
+                .bind(r.token_id.as_deref())?
+                .bind(r.outcome.as_str())?
+                .bind(l.prev_hash.as_str())?
+                .bind(l.hash.as_str())?;
+        }
+        stmt.raw_execute().map_err(lite_err)?;
     }
     Ok(())
 }
@@ -800,7 +936,7 @@ mod tests {
     use crate::{SqliteStore, StoreOptions};
 
     /// Many concurrent appends share batches; the chain stays contiguous and
-    /// linked, and readers on the shared in-memory connection are not starved.
+    /// linked, and readers are not starved.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_appends_keep_the_chain() {
         let store = SqliteStore::open("sqlite::memory:", &StoreOptions::default())
@@ -835,6 +971,68 @@ mod tests {
             assert_eq!(e.prev_hash, prev);
             prev.clone_from(&e.hash);
         }
+    }
+
+    /// The writer thread and the writer pool take turns on one file: with
+    /// batches running all along, the pool's transactions (a contract
+    /// created) go through, and the audit chain both extend stays
+    /// contiguous and linked.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_and_other_writes_take_turns_on_one_chain() {
+        use ichido_domain::model::Contract;
+        use ichido_domain::store::DirectoryStore;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("turns.db").display());
+        let store = SqliteStore::open(&url, &StoreOptions::default())
+            .await
+            .unwrap();
+        let record = |i: i64, action: &'static str| AuditRecord {
+            at: i,
+            actor: "test".into(),
+            action,
+            contract_no: None,
+            user_id: None,
+            token_id: None,
+            outcome: format!("n{i}"),
+        };
+        let mut tasks = Vec::new();
+        for i in 0..240 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                if i % 4 == 0 {
+                    let c = Contract {
+                        contract_no: format!("c{i}"),
+                        name: "turns".into(),
+                        created_at: i,
+                    };
+                    store
+                        .create_contract(&c, record(i, "contract.create"))
+                        .await
+                        .unwrap();
+                } else {
+                    store.append_audit(record(i, "test.append")).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let chain = store.audit_chain(0, 1000).await.unwrap();
+        assert_eq!(chain.len(), 240);
+        assert_eq!(
+            chain
+                .iter()
+                .filter(|e| e.action == "contract.create")
+                .count(),
+            60
+        );
+        let mut prev = GENESIS_HASH.to_owned();
+        for (n, e) in chain.iter().enumerate() {
+            assert_eq!(e.seq, n as i64 + 1);
+            assert_eq!(e.prev_hash, prev);
+            prev.clone_from(&e.hash);
+        }
+        store.close().await;
     }
 
     /// A decision that panics fails its own job, not the writer: the store

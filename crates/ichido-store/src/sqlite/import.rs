@@ -14,7 +14,7 @@ use ichido_domain::model::Token;
 use ichido_domain::store::{ImportConflict, ImportRecord, ImportStore, StoreResult};
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
-use super::batch::append_all;
+use super::batch::{links, AUDIT_INSERT, CHAIN_HEAD};
 use super::SqliteStore;
 use crate::rows::{db_err, to_i64};
 
@@ -138,4 +138,40 @@ async fn insert_tokens(
         }
     }
     Ok(None)
+}
+
+/// Chains `records` in order after the chain's head, read once, in
+/// multi-row inserts, inside the import's transaction.
+async fn append_all(conn: &mut SqliteConnection, records: &[AuditRecord]) -> StoreResult<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let head: Option<(i64, String)> = sqlx::query_as(CHAIN_HEAD)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    let links = links(records, head);
+    for (chunk, links) in records.chunks(ROWS).zip(links.chunks(ROWS)) {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(AUDIT_INSERT);
+        q.push(" ");
+        q.push_values(chunk.iter().zip(links), |mut row, (r, l)| {
+            row.push_bind(l.seq)
+                .push_bind(r.at)
+                .push_bind(r.actor.as_str())
+                .push_bind(r.action)
+                .push_bind(r.contract_no.as_deref())
+                .push_bind(r.user_id.as_deref())
+                .push_bind(r.token_id.as_deref())
+                .push_bind(r.outcome.as_str())
+                .push_bind(l.prev_hash.as_str())
+                .push_bind(l.hash.as_str());
+        });
+        // Not cached: the text differs with the chunk's length.
+        q.build()
+            .persistent(false)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+    }
+    Ok(())
 }

@@ -77,7 +77,7 @@ impl OperatorConsoleStore for SqliteStore {
         )
         .bind(name)
         .bind(i64::from(threshold))
-        .execute(&self.writer)
+        .execute(&mut *self.turn().await?)
         .await
         .map_err(db_err)?
         .rows_affected();
@@ -157,7 +157,7 @@ impl OperatorConsoleStore for SqliteStore {
         .bind(expires_at)
         .bind(&id_hash[..])
         .bind(now)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *self.turn().await?)
         .await
         .map_err(db_err)?;
         Ok(row.map(|r| r.0))
