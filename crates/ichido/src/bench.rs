@@ -13,6 +13,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
 use ichido_domain::password::{PasswordParams, Passwords};
 use ichido_otp::{base32, time_step, Algorithm, Digits, Key};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -35,7 +41,8 @@ pub enum Mode {
 /// Options of `ichido bench`.
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Root URL of a running server.
+    /// Root URL of a running server (plain http: the validation workers keep
+    /// one HTTP/1.1 connection each).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
     /// Operator API key (from `ichido operator create`).
@@ -308,18 +315,100 @@ fn correctness_failure(r: &mut WorkerResult, what: &str, token: &BenchToken) {
     );
 }
 
+/// A worker's own keep-alive HTTP/1.1 connection to the validation
+/// endpoint, opened again after an error. Leaner than the shared client of
+/// the setup (no pool to lock, no redirect or cookie handling, the body of a
+/// 200 not parsed): the bench shares the machine with the server it
+/// measures, and what it spends the server cannot.
+struct Conn {
+    addr: String,
+    host: HeaderValue,
+    path: String,
+    auth: HeaderValue,
+    sender: Option<http1::SendRequest<Full<Bytes>>>,
+}
+
+impl Conn {
+    fn new(url: &str, key: &str) -> anyhow::Result<Self> {
+        let url = reqwest::Url::parse(url).context("--url")?;
+        if url.scheme() != "http" {
+            bail!(
+                "the bench's workers speak plain http to a server on this machine, not {}",
+                url.scheme()
+            );
+        }
+        let host = url.host_str().context("--url has no host")?;
+        let port = url.port_or_known_default().unwrap_or(80);
+        let addr = format!("{host}:{port}");
+        Ok(Self {
+            host: HeaderValue::from_str(&addr).context("--url host")?,
+            addr,
+            path: url.path().to_owned(),
+            auth: HeaderValue::from_str(&format!("Bearer {key}")).context("--key")?,
+            sender: None,
+        })
+    }
+
+    /// POSTs `body` (JSON); the status and, for a status other than 200, the
+    /// body.
+    async fn post(&mut self, body: Vec<u8>) -> anyhow::Result<(u16, Value)> {
+        let sender = match &mut self.sender {
+            Some(s) => s,
+            None => {
+                let stream = tokio::net::TcpStream::connect(&self.addr).await?;
+                stream.set_nodelay(true)?;
+                let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                self.sender.insert(sender)
+            }
+        };
+        let req = Request::post(self.path.as_str())
+            .header(HOST, self.host.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .header(AUTHORIZATION, self.auth.clone())
+            .body(Full::new(Bytes::from(body)))?;
+        let sent = async {
+            sender.ready().await?;
+            let resp = sender.send_request(req).await?;
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await?.to_bytes();
+            anyhow::Ok((status, body))
+        }
+        .await;
+        match sent {
+            Ok((200, _)) => Ok((200, Value::Null)),
+            Ok((status, body)) => {
+                Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+            }
+            Err(e) => {
+                self.sender = None;
+                Err(e)
+            }
+        }
+    }
+}
+
 async fn worker(
-    client: reqwest::Client,
     args: Arc<BenchArgs>,
     url: String,
     mut tokens: Vec<BenchToken>,
     stop: Arc<AtomicBool>,
 ) -> WorkerResult {
     let mut r = WorkerResult::default();
+    let mut conn = match Conn::new(&url, &args.key) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ichido bench: {e:#}");
+            *r.errors.entry("connection".into()).or_default() += 1;
+            return r;
+        }
+    };
     let mut i = 0usize;
     let mut sent = 0u64;
     let mut idle_rounds = 0usize;
-    let (mode, kind, key, probe_every) = (args.mode, args.kind, &args.key, args.replay_probe_every);
+    let (mode, kind, probe_every) = (args.mode, args.kind, args.replay_probe_every);
     while !stop.load(Ordering::Relaxed) && !tokens.is_empty() {
         let n = tokens.len();
         let t = &mut tokens[i % n];
@@ -348,9 +437,9 @@ async fn worker(
             t.wrong_sent = 0;
         }
         idle_rounds = 0;
-        let body = json!({"token_id": t.id(), "otp": format!("{otp:06}")});
+        let body = validation(t.id(), otp);
         let started = Instant::now();
-        let res = post(&client, &url, Some(key), &body).await;
+        let res = conn.post(body).await;
         let elapsed = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
         // The failure path measures the wrong codes only; its right codes
         // (which keep the token below the lock threshold) are extra.
@@ -382,14 +471,19 @@ async fn worker(
         if probe_every > 0 && sent.is_multiple_of(probe_every) {
             if let Some(code) = t.last_accepted {
                 r.extra_requests += 1;
-                let body = json!({"token_id": t.id(), "otp": format!("{code:06}")});
-                if let Ok((200, _)) = post(&client, &url, Some(key), &body).await {
+                if let Ok((200, _)) = conn.post(validation(t.id(), code)).await {
                     correctness_failure(&mut r, "a code was accepted TWICE", t);
                 }
             }
         }
     }
     r
+}
+
+/// The body of one validation request.
+fn validation(token_id: &str, otp: u32) -> Vec<u8> {
+    serde_json::to_vec(&json!({"token_id": token_id, "otp": format!("{otp:06}")}))
+        .unwrap_or_default()
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -454,7 +548,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<bool> {
         .into_iter()
         .map(|shard| {
             tokio::spawn(worker(
-                client.clone(),
                 Arc::clone(&args),
                 url.clone(),
                 shard,
