@@ -64,8 +64,9 @@ pub struct BenchArgs {
     /// Success or failure path.
     #[arg(long, value_enum, default_value = "valid")]
     mode: Mode,
-    /// Failure path: after this many wrong codes a token gets one right code,
-    /// so it stays below the lock threshold (right codes are not measured).
+    /// Failure path: after this many failures (wrong codes and refused replay
+    /// probes) a token gets one right code, so it stays below the lock
+    /// threshold (right codes are not measured).
     /// Keep it below the server's --token-lock-threshold (5 by default); raise
     /// both (e.g. threshold 100, --reset-every 99) to measure wrong codes alone.
     #[arg(long, default_value_t = 4)]
@@ -471,6 +472,12 @@ async fn worker(
         if probe_every > 0 && sent.is_multiple_of(probe_every) {
             if let Some(code) = t.last_accepted {
                 r.extra_requests += 1;
+                // The server counts the refused replay as a failure: on
+                // the failure path it is one of the token's consecutive
+                // failures, so the next right code comes one sooner.
+                if mode == Mode::Wrong {
+                    t.wrong_sent = t.wrong_sent.saturating_add(1);
+                }
                 if let Ok((200, _)) = conn.post(validation(t.id(), code)).await {
                     correctness_failure(&mut r, "a code was accepted TWICE", t);
                 }
@@ -603,6 +610,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<bool> {
     };
     println!("  errors by code  {errors}");
     println!("  token import    {setup_secs:.1} s");
+    if let Some(locked) = total.errors.get("token_locked") {
+        // A locked token answers without a write: the figure is no longer
+        // the failure path's.
+        eprintln!(
+            "warning: {locked} answers were token_locked: tokens reached the server's lock \
+             threshold; keep --reset-every below --token-lock-threshold"
+        );
+    }
     if total.correctness_failures > 0 {
         let banner = format!(
             "  !!! CORRECTNESS FAILURES: {} — the server accepted a wrong or replayed code !!!",
