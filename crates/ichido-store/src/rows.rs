@@ -117,27 +117,34 @@ pub(crate) struct TokenRow {
     pub updated_at: i64,
 }
 
+/// The columns of `tokens` in the order [`TokenRow::from_lite`] reads them.
+pub(crate) const TOKEN_COLUMNS: &str = "token_id, contract_no, user_id, kind, state, algorithm, \
+     digits, period, counter, last_step, time_offset, failures, sealed_secret, created_at, \
+     activated_at, grace_until, updated_at";
+
 impl TokenRow {
-    /// The row as the SQLite writer's own connection returns it.
+    /// The row as the SQLite writer's own connection returns it, selected
+    /// as [`TOKEN_COLUMNS`] (by position: a look-up by name compares the
+    /// name with every column's, for every value of every row).
     pub fn from_lite(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
-            token_id: r.get("token_id")?,
-            contract_no: r.get("contract_no")?,
-            user_id: r.get("user_id")?,
-            kind: r.get("kind")?,
-            state: r.get("state")?,
-            algorithm: r.get("algorithm")?,
-            digits: r.get("digits")?,
-            period: r.get("period")?,
-            counter: r.get("counter")?,
-            last_step: r.get("last_step")?,
-            time_offset: r.get("time_offset")?,
-            failures: r.get("failures")?,
-            sealed_secret: r.get("sealed_secret")?,
-            created_at: r.get("created_at")?,
-            activated_at: r.get("activated_at")?,
-            grace_until: r.get("grace_until")?,
-            updated_at: r.get("updated_at")?,
+            token_id: r.get(0)?,
+            contract_no: r.get(1)?,
+            user_id: r.get(2)?,
+            kind: r.get(3)?,
+            state: r.get(4)?,
+            algorithm: r.get(5)?,
+            digits: r.get(6)?,
+            period: r.get(7)?,
+            counter: r.get(8)?,
+            last_step: r.get(9)?,
+            time_offset: r.get(10)?,
+            failures: r.get(11)?,
+            sealed_secret: r.get(12)?,
+            created_at: r.get(13)?,
+            activated_at: r.get(14)?,
+            grace_until: r.get(15)?,
+            updated_at: r.get(16)?,
         })
     }
 }

@@ -39,7 +39,9 @@ use rusqlite::types::ToSql;
 use rusqlite::{Connection, OptionalExtension, Statement, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::rows::{counted_failure, counted_rows, lite_err, saturating_i64, to_i64, TokenRow};
+use crate::rows::{
+    counted_failure, counted_rows, lite_err, saturating_i64, to_i64, TokenRow, TOKEN_COLUMNS,
+};
 
 /// The most jobs one transaction holds.
 pub(super) const MAX_BATCH: usize = 256;
@@ -512,7 +514,9 @@ fn decide_round(
         _ => None,
     }));
     let mut stmt = conn
-        .prepare_cached("SELECT * FROM tokens WHERE token_id IN (SELECT value FROM json_each(?))")
+        .prepare_cached(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE token_id IN (SELECT value FROM json_each(?))"
+        ))
         .map_err(lite_err)?;
     stmt.raw_bind_parameter(1, ids).map_err(lite_err)?;
     let rows = returned(&mut stmt, TokenRow::from_lite)?;
