@@ -1,5 +1,5 @@
-//! One validation through the domain (`Ichido::validate`) on an in-memory
-//! SQLite store: a right code (accepted, group-committed with its audit
+//! One validation through the domain (`Ichido::validate`) on a throwaway
+//! SQLite store (`sqlite::memory:`: a temporary file without `fsync`): a right code (accepted, group-committed with its audit
 //! record) and a wrong one (counted durably toward the lock). Only the
 //! validation is timed; computing codes and keeping the token open are not.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -42,7 +42,7 @@ impl Fixture {
         let (ichido, token_id, key) = rt.block_on(async {
             let store = SqliteStore::open("sqlite::memory:", &StoreOptions::default())
                 .await
-                .expect("in-memory store");
+                .expect("throwaway store");
             let policy = Policy {
                 // Wrong codes keep the token open: a right one follows every 50.
                 token_lock_threshold: 100,
