@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 
-use ichido_domain::audit::{AuditEvent, AuditRecord};
+use ichido_domain::audit::{AuditEvent, AuditRecord, GENESIS_HASH};
 use ichido_domain::error::StoreError;
 use ichido_domain::ids::TokenId;
 use ichido_domain::model::{Contract, Operator, Role, Token, TokenKind, TokenState, User};
@@ -66,6 +66,43 @@ pub(crate) fn corrupt(what: &str) -> StoreError {
 pub(crate) fn to_i64(v: u64) -> Result<i64, StoreError> {
     i64::try_from(v).map_err(|_| corrupt("counter out of range"))
 }
+
+/// One audit event's place in the chain: its sequence number, the hash it
+/// follows and its own.
+pub(crate) struct Link {
+    pub seq: i64,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The links of `records` chained in order after `head` (the last event's
+/// sequence number and hash; `None` for an empty log).
+pub(crate) fn links(records: &[AuditRecord], head: Option<(i64, String)>) -> Vec<Link> {
+    let (mut seq, mut prev) = match head {
+        Some((s, h)) => (s + 1, h),
+        None => (1, GENESIS_HASH.to_owned()),
+    };
+    records
+        .iter()
+        .map(|r| {
+            let hash = r.hash_after(&prev, seq);
+            let link = Link {
+                seq,
+                prev_hash: std::mem::replace(&mut prev, hash.clone()),
+                hash,
+            };
+            seq += 1;
+            link
+        })
+        .collect()
+}
+
+/// The head of the audit chain, as [`links`] takes it.
+pub(crate) const CHAIN_HEAD: &str = "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1";
+
+/// The columns of an audit event, as inserted.
+pub(crate) const AUDIT_INSERT: &str =
+    "INSERT INTO audit_events (seq, at, actor, action, contract_no, user_id, token_id, outcome, prev_hash, hash)";
 
 /// Maps a driver error: uniqueness → `Conflict`, decoding → `Corrupt`, else `Unavailable`.
 pub(crate) fn db_err(e: sqlx::Error) -> StoreError {

@@ -9,12 +9,12 @@
 use std::collections::HashSet;
 
 use async_trait::async_trait;
-use ichido_domain::audit::{AuditRecord, GENESIS_HASH};
+use ichido_domain::audit::AuditRecord;
 use ichido_domain::model::Token;
 use ichido_domain::store::{ImportConflict, ImportRecord, ImportStore, StoreResult};
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 
-use super::{PgStore, AUDIT_LOCK};
+use super::PgStore;
 use crate::rows::{db_err, to_i64};
 
 /// Rows per statement: 17 columns × 256 stays far below PostgreSQL's 65535 parameters.
@@ -36,7 +36,7 @@ impl ImportStore for PgStore {
             tx.rollback().await.map_err(db_err)?;
             return Ok(Err(c));
         }
-        append_all(&mut tx, audit).await?;
+        super::append(&mut tx, audit).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(Ok(()))
     }
@@ -137,52 +137,4 @@ async fn insert_tokens(
         }
     }
     Ok(None)
-}
-
-/// Appends `records` to the audit chain in order, in multi-row inserts. Call
-/// inside a write transaction after its data writes: it takes the chain's
-/// advisory lock, which the commit releases (see `super::append`).
-async fn append_all(conn: &mut PgConnection, records: &[AuditRecord]) -> StoreResult<()> {
-    if records.is_empty() {
-        return Ok(());
-    }
-    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))")
-        .bind(AUDIT_LOCK)
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
-    let last: Option<(i64, String)> =
-        sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db_err)?;
-    let (mut seq, mut prev) = match last {
-        Some((s, h)) => (s + 1, h),
-        None => (1, GENESIS_HASH.to_owned()),
-    };
-    for chunk in records.chunks(ROWS) {
-        let mut rows = Vec::with_capacity(chunk.len());
-        for r in chunk {
-            let hash = r.hash_after(&prev, seq);
-            rows.push((seq, r, std::mem::replace(&mut prev, hash.clone()), hash));
-            seq += 1;
-        }
-        let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
-            "INSERT INTO audit_events (seq, at, actor, action, contract_no, user_id, token_id, outcome, prev_hash, hash) ",
-        );
-        q.push_values(&rows, |mut b, (seq, r, prev, hash)| {
-            b.push_bind(*seq)
-                .push_bind(r.at)
-                .push_bind(&r.actor)
-                .push_bind(r.action)
-                .push_bind(&r.contract_no)
-                .push_bind(&r.user_id)
-                .push_bind(&r.token_id)
-                .push_bind(&r.outcome)
-                .push_bind(prev)
-                .push_bind(hash);
-        });
-        q.build().execute(&mut *conn).await.map_err(db_err)?;
-    }
-    Ok(())
 }

@@ -29,7 +29,7 @@ mod tokens;
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use ichido_domain::audit::{AuditRecord, GENESIS_HASH};
+use ichido_domain::audit::AuditRecord;
 use ichido_domain::model::{Contract, Operator, User};
 use ichido_domain::store::{
     DirectoryStore, HealthStore, MetaStore, PasswordLockStore, StoreResult,
@@ -37,7 +37,7 @@ use ichido_domain::store::{
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder};
 
-use crate::rows::{db_err, ContractRow, OperatorRow, UserRow};
+use crate::rows::{db_err, links, ContractRow, OperatorRow, UserRow, AUDIT_INSERT, CHAIN_HEAD};
 use crate::{OpenError, StoreOptions};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -154,23 +154,17 @@ async fn append(conn: &mut PgConnection, records: &[AuditRecord]) -> StoreResult
         .execute(&mut *conn)
         .await
         .map_err(db_err)?;
-    let last: Option<(i64, String)> =
-        sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db_err)?;
-    let (mut seq, mut prev) = match last {
-        Some((s, h)) => (s + 1, h),
-        None => (1, GENESIS_HASH.to_owned()),
-    };
+    let head: Option<(i64, String)> = sqlx::query_as(CHAIN_HEAD)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    let links = links(records, head);
     // One multi-row INSERT per chunk: one round trip instead of one per record.
-    for chunk in records.chunks(AUDIT_ROWS) {
-        let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
-            "INSERT INTO audit_events (seq, at, actor, action, contract_no, user_id, token_id, outcome, prev_hash, hash) ",
-        );
-        q.push_values(chunk, |mut row, r| {
-            let hash = r.hash_after(&prev, seq);
-            row.push_bind(seq)
+    for (chunk, links) in records.chunks(AUDIT_ROWS).zip(links.chunks(AUDIT_ROWS)) {
+        let mut q: QueryBuilder<Postgres> = QueryBuilder::new(AUDIT_INSERT);
+        q.push(" ");
+        q.push_values(chunk.iter().zip(links), |mut row, (r, l)| {
+            row.push_bind(l.seq)
                 .push_bind(r.at)
                 .push_bind(r.actor.as_str())
                 .push_bind(r.action)
@@ -178,9 +172,8 @@ async fn append(conn: &mut PgConnection, records: &[AuditRecord]) -> StoreResult
                 .push_bind(r.user_id.as_deref())
                 .push_bind(r.token_id.as_deref())
                 .push_bind(r.outcome.as_str())
-                .push_bind(std::mem::replace(&mut prev, hash.clone()))
-                .push_bind(hash);
-            seq += 1;
+                .push_bind(l.prev_hash.as_str())
+                .push_bind(l.hash.as_str());
         });
         // Not cached: the text differs with the chunk's length.
         q.build()

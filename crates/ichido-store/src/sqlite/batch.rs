@@ -28,7 +28,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use ichido_domain::audit::{AuditRecord, GENESIS_HASH};
+use ichido_domain::audit::AuditRecord;
 use ichido_domain::error::StoreError;
 use ichido_domain::ids::TokenId;
 use ichido_domain::model::{Token, TokenState};
@@ -40,7 +40,8 @@ use rusqlite::{Connection, OptionalExtension, Statement, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::rows::{
-    counted_failure, counted_rows, lite_err, saturating_i64, to_i64, TokenRow, TOKEN_COLUMNS,
+    counted_failure, counted_rows, links, lite_err, saturating_i64, to_i64, TokenRow, AUDIT_INSERT,
+    CHAIN_HEAD, TOKEN_COLUMNS,
 };
 
 /// The most jobs one transaction holds.
@@ -862,43 +863,6 @@ fn count_failures(
     }
     Ok(counted)
 }
-
-/// One audit event's place in the chain: its sequence number, the hash it
-/// follows and its own.
-pub(super) struct Link {
-    pub seq: i64,
-    pub prev_hash: String,
-    pub hash: String,
-}
-
-/// The links of `records` chained in order after `head` (the last event's
-/// sequence number and hash; `None` for an empty log).
-pub(super) fn links(records: &[AuditRecord], head: Option<(i64, String)>) -> Vec<Link> {
-    let (mut seq, mut prev) = match head {
-        Some((s, h)) => (s + 1, h),
-        None => (1, GENESIS_HASH.to_owned()),
-    };
-    records
-        .iter()
-        .map(|r| {
-            let hash = r.hash_after(&prev, seq);
-            let link = Link {
-                seq,
-                prev_hash: std::mem::replace(&mut prev, hash.clone()),
-                hash,
-            };
-            seq += 1;
-            link
-        })
-        .collect()
-}
-
-/// The head of the audit chain, as [`links`] takes it.
-pub(super) const CHAIN_HEAD: &str = "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1";
-
-/// The columns of an audit event, as inserted.
-pub(super) const AUDIT_INSERT: &str =
-    "INSERT INTO audit_events (seq, at, actor, action, contract_no, user_id, token_id, outcome, prev_hash, hash)";
 
 /// Chains `records` in order after the chain's head, read once, in
 /// multi-row inserts. Call inside the batch's transaction.

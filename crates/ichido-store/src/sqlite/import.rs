@@ -14,9 +14,8 @@ use ichido_domain::model::Token;
 use ichido_domain::store::{ImportConflict, ImportRecord, ImportStore, StoreResult};
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
-use super::batch::{links, AUDIT_INSERT, CHAIN_HEAD};
 use super::SqliteStore;
-use crate::rows::{db_err, to_i64};
+use crate::rows::{db_err, links, to_i64, AUDIT_INSERT, CHAIN_HEAD};
 
 /// Rows per statement: 17 columns × 256 stays far below SQLite's 32766 variables.
 const ROWS: usize = 256;
