@@ -1026,6 +1026,12 @@ impl MetaStore for SqliteStore {
 #[async_trait]
 impl HealthStore for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
+        // Without its writer the store can read but accept no code.
+        if !self.batch.running() {
+            return Err(ichido_domain::error::StoreError::Unavailable(
+                "the SQLite writer has stopped".into(),
+            ));
+        }
         sqlx::query("SELECT 1")
             .execute(&self.pool)
             .await

@@ -172,6 +172,12 @@ impl Batcher {
         Ok(Self { jobs })
     }
 
+    /// Whether the writer thread still takes jobs (it stops when the store
+    /// is closed, or if it failed).
+    pub(super) fn running(&self) -> bool {
+        !self.jobs.is_closed()
+    }
+
     /// Runs what is queued, then closes the writer's connection; later jobs
     /// fail as `Unavailable`.
     pub(super) async fn close(&self) {
@@ -1001,6 +1007,36 @@ mod tests {
             prev.clone_from(&e.hash);
         }
         store.close().await;
+    }
+
+    /// A closed store's writer answers every job as unavailable, and the
+    /// store's health check says so (a readiness probe then takes the
+    /// instance out).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stopped_writer_fails_its_jobs_and_the_health_check() {
+        use ichido_domain::store::HealthStore;
+        let store = SqliteStore::open("sqlite::memory:", &StoreOptions::default())
+            .await
+            .unwrap();
+        store.ping().await.unwrap();
+        store.batch.close().await;
+        let audit = AuditRecord {
+            at: 1,
+            actor: "test".into(),
+            action: "test.append",
+            contract_no: None,
+            user_id: None,
+            token_id: None,
+            outcome: "ok".into(),
+        };
+        assert!(matches!(
+            store.append_audit(audit).await,
+            Err(ichido_domain::error::StoreError::Unavailable(_))
+        ));
+        assert!(matches!(
+            store.ping().await,
+            Err(ichido_domain::error::StoreError::Unavailable(_))
+        ));
     }
 
     /// A decision that panics fails its own job, not the writer: the store
