@@ -128,15 +128,14 @@ impl SqliteStore {
         create_private(connect.get_filename())
             .map_err(|e| OpenError::Connect(format!("cannot create the database file: {e}")))?;
         let pool_options = |max: u32| {
-            let keep = |secs: u64| Some(std::time::Duration::from_secs(secs));
             SqlitePoolOptions::new()
                 .max_connections(max)
                 // A local SQLite connection does not go stale like a
                 // network one; a ping before every acquire is a round trip
                 // to the connection's thread.
                 .test_before_acquire(false)
-                .idle_timeout(keep(600))
-                .max_lifetime(keep(1800))
+                .idle_timeout(std::time::Duration::from_secs(600))
+                .max_lifetime(std::time::Duration::from_secs(1800))
                 .acquire_timeout(opts.connect_timeout)
         };
         // The audit index: a file of its own beside the store's, attached
@@ -158,12 +157,12 @@ impl SqliteStore {
             .await
             .map_err(|e| OpenError::Connect(format!("cannot open the audit index file: {e}")))?;
         let filer = pool_options(1)
-            .after_connect(auditindex::attacher(Some(index_file.clone())))
+            .after_connect(auditindex::attacher(index_file.clone()))
             .connect_with(connect.clone())
             .await
             .map_err(|e| OpenError::Connect(e.to_string()))?;
         let pool = pool_options(opts.max_connections.max(1))
-            .after_connect(auditindex::attacher(Some(index_file)))
+            .after_connect(auditindex::attacher(index_file))
             .connect_with(connect.clone())
             .await
             .map_err(|e| OpenError::Connect(e.to_string()))?;
@@ -229,7 +228,10 @@ impl SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db_err)?;
-        Ok(WriteTx { tx, _turn: turn })
+        Ok(InTurn {
+            conn: tx,
+            _turn: turn,
+        })
     }
 
     /// The writer pool's connection, in the write turn: for a write that is
@@ -237,54 +239,41 @@ impl SqliteStore {
     async fn turn(&self) -> StoreResult<Turn> {
         let turn = self.turn.clone().lock_owned().await;
         let conn = self.writer.acquire().await.map_err(db_err)?;
-        Ok(Turn { conn, _turn: turn })
+        Ok(InTurn { conn, _turn: turn })
     }
 }
 
-/// A write transaction on the writer pool's connection, holding the write
-/// turn until it commits or is dropped (rolled back).
-struct WriteTx {
-    tx: sqlx::Transaction<'static, Sqlite>,
+/// A connection of the writer pool (`PoolConnection`) or a transaction on
+/// it (`Transaction`), holding the store's write turn until it is dropped
+/// (a transaction dropped uncommitted rolls back).
+struct InTurn<C> {
+    conn: C,
     _turn: tokio::sync::OwnedMutexGuard<()>,
 }
+
+/// A write transaction in the write turn.
+type WriteTx = InTurn<sqlx::Transaction<'static, Sqlite>>;
+/// The writer pool's connection in the write turn.
+type Turn = InTurn<sqlx::pool::PoolConnection<Sqlite>>;
 
 impl WriteTx {
     async fn commit(self) -> sqlx::Result<()> {
-        self.tx.commit().await
+        self.conn.commit().await
     }
 
     async fn rollback(self) -> sqlx::Result<()> {
-        self.tx.rollback().await
+        self.conn.rollback().await
     }
 }
 
-impl std::ops::Deref for WriteTx {
-    type Target = SqliteConnection;
-    fn deref(&self) -> &SqliteConnection {
-        &self.tx
-    }
-}
-
-impl std::ops::DerefMut for WriteTx {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
-        &mut self.tx
-    }
-}
-
-/// The writer pool's connection, holding the write turn until dropped.
-struct Turn {
-    conn: sqlx::pool::PoolConnection<Sqlite>,
-    _turn: tokio::sync::OwnedMutexGuard<()>,
-}
-
-impl std::ops::Deref for Turn {
+impl<C: std::ops::Deref<Target = SqliteConnection>> std::ops::Deref for InTurn<C> {
     type Target = SqliteConnection;
     fn deref(&self) -> &SqliteConnection {
         &self.conn
     }
 }
 
-impl std::ops::DerefMut for Turn {
+impl<C: std::ops::DerefMut<Target = SqliteConnection>> std::ops::DerefMut for InTurn<C> {
     fn deref_mut(&mut self) -> &mut SqliteConnection {
         &mut self.conn
     }
@@ -1284,7 +1273,6 @@ mod audit_ref_tests {
 mod file_tests {
     use std::os::unix::fs::PermissionsExt;
 
-    use ichido_domain::audit::AuditRecord;
     use ichido_domain::store::AuditStore;
     use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 
@@ -1348,15 +1336,7 @@ mod file_tests {
             .await
             .unwrap();
         assert_eq!(page_size(&store).await, 4096);
-        let audit = AuditRecord {
-            at: 1,
-            actor: "test".into(),
-            action: "test.append",
-            contract_no: None,
-            user_id: None,
-            token_id: None,
-            outcome: "ok".into(),
-        };
+        let audit = super::batch::tests::plain_record(1, "test.append");
         store.append_audit(audit).await.unwrap();
         assert_eq!(store.audit_chain(0, 10).await.unwrap().len(), 1);
         store.close().await;

@@ -48,21 +48,15 @@ pub(super) fn path_of(db: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Attaches the index as `idx` to a connection of the store (`None`: an
-/// in-memory index, for an in-memory store) and makes sure its tables exist.
-pub(super) async fn attach(conn: &mut SqliteConnection, file: Option<&Path>) -> sqlx::Result<()> {
-    let target = match file {
-        Some(p) => p.to_string_lossy().into_owned(),
-        None => ":memory:".to_owned(),
-    };
+/// Attaches the index file as `idx` to a connection of the store and makes
+/// sure its tables exist.
+pub(super) async fn attach(conn: &mut SqliteConnection, file: &Path) -> sqlx::Result<()> {
     sqlx::query("ATTACH DATABASE ? AS idx")
-        .bind(target)
+        .bind(file.to_string_lossy().into_owned())
         .execute(&mut *conn)
         .await?;
-    if file.is_some() {
-        conn.execute("PRAGMA idx.journal_mode = WAL; PRAGMA idx.synchronous = NORMAL")
-            .await?;
-    }
+    conn.execute("PRAGMA idx.journal_mode = WAL; PRAGMA idx.synchronous = NORMAL")
+        .await?;
     conn.execute(
         "CREATE TABLE IF NOT EXISTS idx.audit_user_refs (
              contract_no TEXT NOT NULL,
@@ -88,17 +82,17 @@ pub(super) async fn attach(conn: &mut SqliteConnection, file: Option<&Path>) -> 
 /// A future of [`attach`] on a connection of a pool.
 type Attaching<'c> = Pin<Box<dyn Future<Output = sqlx::Result<()>> + Send + 'c>>;
 
-/// The `after_connect` hook that attaches the index at `file` (`None`: in
-/// memory) to each new connection of a pool.
+/// The `after_connect` hook that attaches the index at `file` to each new
+/// connection of a pool.
 pub(super) fn attacher(
-    file: Option<PathBuf>,
+    file: PathBuf,
 ) -> impl for<'c> Fn(&'c mut SqliteConnection, PoolConnectionMetadata) -> Attaching<'c>
        + Send
        + Sync
        + 'static {
     move |conn, _| {
         let file = file.clone();
-        Box::pin(async move { attach(conn, file.as_deref()).await })
+        Box::pin(async move { attach(conn, &file).await })
     }
 }
 
@@ -232,7 +226,7 @@ pub(super) fn start(pool: SqlitePool, run: bool) -> mpsc::Sender<()> {
 pub(super) async fn prepare(store: &SqliteConnectOptions, file: &Path) -> std::io::Result<()> {
     super::create_private(file)?;
     let mut conn = store.connect().await.map_err(std::io::Error::other)?;
-    let attached = attach(&mut conn, Some(file)).await;
+    let attached = attach(&mut conn, file).await;
     let _ = conn.close().await;
     if let Err(e) = attached {
         tracing::warn!(error = %e, file = %file.display(), "the audit index cannot be opened; rebuilding it");

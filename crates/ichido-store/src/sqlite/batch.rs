@@ -41,7 +41,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::rows::{
     counted_failure, counted_rows, links, lite_err, saturating_i64, to_i64, TokenRow, AUDIT_INSERT,
-    CHAIN_HEAD, TOKEN_COLUMNS,
+    CHAIN_HEAD, LITE_TOKENS_BY_ID,
 };
 
 /// The most jobs one transaction holds.
@@ -520,11 +520,7 @@ fn decide_round(
         Some(Work::Decide { token_id, .. }) => Some(token_id),
         _ => None,
     }));
-    let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE token_id IN (SELECT value FROM json_each(?))"
-        ))
-        .map_err(lite_err)?;
+    let mut stmt = conn.prepare_cached(LITE_TOKENS_BY_ID).map_err(lite_err)?;
     stmt.raw_bind_parameter(1, ids).map_err(lite_err)?;
     let rows = returned(&mut stmt, TokenRow::from_lite)?;
     let mut found: HashMap<String, StoreResult<Token>> = rows
@@ -903,11 +899,24 @@ fn append_all(conn: &Connection, records: &[AuditRecord]) -> StoreResult<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use ichido_domain::audit::{AuditRecord, GENESIS_HASH};
     use ichido_domain::store::{AuditStore, RowWrite, RowWritten, TokenStore};
 
     use crate::{SqliteStore, StoreOptions};
+
+    /// An audit record of no contract, user or token, by actor `test`.
+    pub(in crate::sqlite) fn plain_record(at: i64, action: &'static str) -> AuditRecord {
+        AuditRecord {
+            at,
+            actor: "test".into(),
+            action,
+            contract_no: None,
+            user_id: None,
+            token_id: None,
+            outcome: format!("n{at}"),
+        }
+    }
 
     /// Many concurrent appends share batches; the chain stays contiguous and
     /// linked, and readers are not starved.
@@ -920,15 +929,7 @@ mod tests {
             .map(|i| {
                 let store = store.clone();
                 tokio::spawn(async move {
-                    let r = AuditRecord {
-                        at: i,
-                        actor: "test".into(),
-                        action: "test.append",
-                        contract_no: None,
-                        user_id: None,
-                        token_id: None,
-                        outcome: format!("n{i}"),
-                    };
+                    let r = plain_record(i, "test.append");
                     store.append_audit(r).await.unwrap();
                     store.audit_chain(0, 1).await.unwrap();
                 })
@@ -960,15 +961,6 @@ mod tests {
         let store = SqliteStore::open(&url, &StoreOptions::default())
             .await
             .unwrap();
-        let record = |i: i64, action: &'static str| AuditRecord {
-            at: i,
-            actor: "test".into(),
-            action,
-            contract_no: None,
-            user_id: None,
-            token_id: None,
-            outcome: format!("n{i}"),
-        };
         let mut tasks = Vec::new();
         for i in 0..240 {
             let store = store.clone();
@@ -980,11 +972,14 @@ mod tests {
                         created_at: i,
                     };
                     store
-                        .create_contract(&c, record(i, "contract.create"))
+                        .create_contract(&c, plain_record(i, "contract.create"))
                         .await
                         .unwrap();
                 } else {
-                    store.append_audit(record(i, "test.append")).await.unwrap();
+                    store
+                        .append_audit(plain_record(i, "test.append"))
+                        .await
+                        .unwrap();
                 }
             }));
         }
@@ -1020,15 +1015,7 @@ mod tests {
             .unwrap();
         store.ping().await.unwrap();
         store.batch.close().await;
-        let audit = AuditRecord {
-            at: 1,
-            actor: "test".into(),
-            action: "test.append",
-            contract_no: None,
-            user_id: None,
-            token_id: None,
-            outcome: "ok".into(),
-        };
+        let audit = plain_record(1, "test.append");
         assert!(matches!(
             store.append_audit(audit).await,
             Err(ichido_domain::error::StoreError::Unavailable(_))
@@ -1067,15 +1054,7 @@ mod tests {
             .unwrap();
         assert!(row.is_none());
         assert_eq!(written, RowWritten::Nothing);
-        let audit = AuditRecord {
-            at: 1,
-            actor: "test".into(),
-            action: "test.append",
-            contract_no: None,
-            user_id: None,
-            token_id: None,
-            outcome: "ok".into(),
-        };
+        let audit = plain_record(1, "test.append");
         let (_, written) = store
             .decide_on_row(&id, Box::new(move |_| RowWrite::Audit(audit)))
             .await
