@@ -40,6 +40,12 @@ use crate::rows::db_err;
 const EVERY: Duration = Duration::from_secs(1);
 /// Events filed per transaction (a large log is caught up in steps).
 const CHUNK: i64 = 50_000;
+/// The filer's page cache for the index, in KiB. With many users a second's
+/// events land on as many leaves of each table; in SQLite's default cache
+/// (2 MiB) the transaction spilled dirty leaves to the WAL before its
+/// commit and read them back for the next event: a fifth of the filer's
+/// CPU time with a million tokens. The cache grows only as far as used.
+const FILER_CACHE_KIB: i64 = 64 * 1024;
 
 /// The index file of the database file `db` (`ichido.db` → `ichido.db-audit-index`).
 pub(super) fn path_of(db: &Path) -> PathBuf {
@@ -193,6 +199,11 @@ pub(super) async fn file_some(conn: &mut SqliteConnection) -> StoreResult<bool> 
 /// Files everything there is now, chunk after chunk.
 pub(super) async fn file_all(pool: &SqlitePool) -> StoreResult<()> {
     let mut conn = pool.acquire().await.map_err(db_err)?;
+    // A setting of this connection's (cheap to repeat).
+    sqlx::query(&format!("PRAGMA idx.cache_size = -{FILER_CACHE_KIB}"))
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
     while file_some(&mut conn).await? {}
     Ok(())
 }

@@ -26,7 +26,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ichido_domain::audit::AuditRecord;
 use ichido_domain::error::StoreError;
@@ -292,8 +292,9 @@ fn run(mut conn: Connection, turn: &tokio::sync::Mutex<()>, mut rx: mpsc::Receiv
             })
             .collect();
         let mut wrote = begun;
+        let mut phases = Phases::default();
         let written = match tx {
-            Ok(tx) => match write(&tx, works) {
+            Ok(tx) => match write(&tx, works, &mut phases) {
                 // Dropping the transaction on an error rolls it back.
                 Ok(outcomes) => {
                     wrote = started.elapsed();
@@ -314,6 +315,10 @@ fn run(mut conn: Connection, turn: &tokio::sync::Mutex<()>, mut rx: mpsc::Receiv
                     micros = done.as_micros(),
                     begin_micros = begun.as_micros(),
                     write_micros = (wrote - begun).as_micros(),
+                    read_micros = phases.read.as_micros(),
+                    check_micros = phases.check.as_micros(),
+                    update_micros = phases.update.as_micros(),
+                    audit_micros = phases.audit.as_micros(),
                     commit_micros = (done - wrote).as_micros(),
                     "batch committed"
                 );
@@ -343,6 +348,17 @@ fn run(mut conn: Connection, turn: &tokio::sync::Mutex<()>, mut rx: mpsc::Receiv
     }
 }
 
+/// Where a batch's statements spent their time (for the trace line
+/// `batch committed`): reading the rows of decisions, deciding on them,
+/// the conditional writes, the audit records.
+#[derive(Default)]
+struct Phases {
+    read: Duration,
+    check: Duration,
+    update: Duration,
+    audit: Duration,
+}
+
 /// Runs every job inside the open transaction, then chains their audit
 /// records. The outer error aborts the batch; an inner one is a job's own
 /// refusal found before any SQL ran (a value out of range), answered alone.
@@ -354,7 +370,11 @@ fn run(mut conn: Connection, turn: &tokio::sync::Mutex<()>, mut rx: mpsc::Receiv
 /// `last_step < n`, `state = s`). Each row changes at most once per
 /// statement, and a later round sees what the earlier ones wrote, so the
 /// second of two jobs with one code changes nothing, as in a lone write.
-fn write(conn: &Connection, works: Vec<Work>) -> StoreResult<Vec<StoreResult<Outcome>>> {
+fn write(
+    conn: &Connection,
+    works: Vec<Work>,
+    phases: &mut Phases,
+) -> StoreResult<Vec<StoreResult<Outcome>>> {
     let n = works.len();
     let mut round_of = Vec::with_capacity(n);
     let mut seen: HashMap<&str, usize> = HashMap::with_capacity(n);
@@ -385,7 +405,9 @@ fn write(conn: &Connection, works: Vec<Work>) -> StoreResult<Vec<StoreResult<Out
             &mut works,
             &mut outcomes,
             &mut read,
+            phases,
         )?;
+        let updating = Instant::now();
         let mut events = Vec::new();
         let mut times = Vec::new();
         let mut failures = Vec::new();
@@ -473,9 +495,12 @@ fn write(conn: &Connection, works: Vec<Work>) -> StoreResult<Vec<StoreResult<Out
                 outcomes[r.idx] = Some(outcome);
             }
         }
+        phases.update += updating.elapsed();
     }
     let records: Vec<AuditRecord> = records.into_iter().flatten().collect();
+    let appending = Instant::now();
     append_all(conn, &records)?;
+    phases.audit = appending.elapsed();
     Ok(outcomes
         .into_iter()
         .zip(read)
@@ -509,6 +534,7 @@ fn decide_round(
     works: &mut [Option<Work>],
     outcomes: &mut [Option<StoreResult<Outcome>>],
     read: &mut [Option<Option<Token>>],
+    phases: &mut Phases,
 ) -> StoreResult<()> {
     let decisions: Vec<usize> = jobs
         .filter(|&i| matches!(works[i], Some(Work::Decide { .. })))
@@ -520,6 +546,7 @@ fn decide_round(
         Some(Work::Decide { token_id, .. }) => Some(token_id),
         _ => None,
     }));
+    let reading = Instant::now();
     let mut stmt = conn.prepare_cached(LITE_TOKENS_BY_ID).map_err(lite_err)?;
     stmt.raw_bind_parameter(1, ids).map_err(lite_err)?;
     let rows = returned(&mut stmt, TokenRow::from_lite)?;
@@ -527,6 +554,8 @@ fn decide_round(
         .into_iter()
         .map(|row| (row.token_id.clone(), Token::try_from(row)))
         .collect();
+    let checking = Instant::now();
+    phases.read += checking - reading;
     for i in decisions {
         let Some(Work::Decide { token_id, decide }) = works[i].take() else {
             continue;
@@ -577,6 +606,7 @@ fn decide_round(
         };
         read[i] = Some(token);
     }
+    phases.check += checking.elapsed();
     Ok(())
 }
 
