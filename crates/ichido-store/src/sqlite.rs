@@ -157,12 +157,12 @@ impl SqliteStore {
             .await
             .map_err(|e| OpenError::Connect(format!("cannot open the audit index file: {e}")))?;
         let filer = pool_options(1)
-            .after_connect(auditindex::attacher(index_file.clone()))
+            .after_connect(auditindex::attacher(index_file.clone(), true))
             .connect_with(connect.clone())
             .await
             .map_err(|e| OpenError::Connect(e.to_string()))?;
         let pool = pool_options(opts.max_connections.max(1))
-            .after_connect(auditindex::attacher(index_file))
+            .after_connect(auditindex::attacher(index_file, false))
             .connect_with(connect.clone())
             .await
             .map_err(|e| OpenError::Connect(e.to_string()))?;
@@ -1339,6 +1339,29 @@ mod file_tests {
         let audit = super::batch::tests::plain_record(1, "test.append");
         store.append_audit(audit).await.unwrap();
         assert_eq!(store.audit_chain(0, 10).await.unwrap().len(), 1);
+        store.close().await;
+    }
+    /// The filer's connection has its large page cache for the index; the
+    /// readers keep SQLite's default.
+    #[tokio::test]
+    async fn the_filer_alone_gets_a_large_index_cache() {
+        let store = SqliteStore::open("sqlite::memory:", &StoreOptions::default())
+            .await
+            .unwrap();
+        let cache = |pool: sqlx::SqlitePool| async move {
+            sqlx::query_scalar::<_, i64>("PRAGMA idx.cache_size")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        };
+        assert_eq!(
+            cache(store.filer.clone()).await,
+            -super::auditindex::FILER_CACHE_KIB
+        );
+        assert_ne!(
+            cache(store.pool.clone()).await,
+            -super::auditindex::FILER_CACHE_KIB
+        );
         store.close().await;
     }
 }

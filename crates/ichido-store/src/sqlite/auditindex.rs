@@ -40,12 +40,12 @@ use crate::rows::db_err;
 const EVERY: Duration = Duration::from_secs(1);
 /// Events filed per transaction (a large log is caught up in steps).
 const CHUNK: i64 = 50_000;
-/// The filer's page cache for the index, in KiB. With many users a second's
+/// The filer's page cache for the index, in KiB (see [`attacher`]). With many users a second's
 /// events land on as many leaves of each table; in SQLite's default cache
 /// (2 MiB) the transaction spilled dirty leaves to the WAL before its
 /// commit and read them back for the next event: a fifth of the filer's
 /// CPU time with a million tokens. The cache grows only as far as used.
-const FILER_CACHE_KIB: i64 = 64 * 1024;
+pub(super) const FILER_CACHE_KIB: i64 = 64 * 1024;
 
 /// The index file of the database file `db` (`ichido.db` → `ichido.db-audit-index`).
 pub(super) fn path_of(db: &Path) -> PathBuf {
@@ -89,16 +89,26 @@ pub(super) async fn attach(conn: &mut SqliteConnection, file: &Path) -> sqlx::Re
 type Attaching<'c> = Pin<Box<dyn Future<Output = sqlx::Result<()>> + Send + 'c>>;
 
 /// The `after_connect` hook that attaches the index at `file` to each new
-/// connection of a pool.
+/// connection of a pool; with `filer`, the connection files the index and
+/// gets a page cache of [`FILER_CACHE_KIB`] for it.
 pub(super) fn attacher(
     file: PathBuf,
+    filer: bool,
 ) -> impl for<'c> Fn(&'c mut SqliteConnection, PoolConnectionMetadata) -> Attaching<'c>
        + Send
        + Sync
        + 'static {
     move |conn, _| {
         let file = file.clone();
-        Box::pin(async move { attach(conn, &file).await })
+        Box::pin(async move {
+            attach(conn, &file).await?;
+            if filer {
+                sqlx::query(&format!("PRAGMA idx.cache_size = -{FILER_CACHE_KIB}"))
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(())
+        })
     }
 }
 
@@ -199,11 +209,6 @@ pub(super) async fn file_some(conn: &mut SqliteConnection) -> StoreResult<bool> 
 /// Files everything there is now, chunk after chunk.
 pub(super) async fn file_all(pool: &SqlitePool) -> StoreResult<()> {
     let mut conn = pool.acquire().await.map_err(db_err)?;
-    // A setting of this connection's (cheap to repeat).
-    sqlx::query(&format!("PRAGMA idx.cache_size = -{FILER_CACHE_KIB}"))
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
     while file_some(&mut conn).await? {}
     Ok(())
 }
