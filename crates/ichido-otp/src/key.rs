@@ -5,6 +5,7 @@ use std::fmt;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 use sha2::{Sha256, Sha512};
+use subtle::ConstantTimeEq;
 
 use crate::{Algorithm, Code, Digits, OtpError};
 
@@ -67,6 +68,23 @@ impl Key {
         Code::from_truncated(self.hotp_truncated(counter), digits)
     }
 
+    /// The first counter that `counters` yields whose code (of `code`'s length)
+    /// is `code`, each compared in constant time; the rest of `counters` is
+    /// left for a next call. The schedule's algorithm is matched once, not per
+    /// counter, and the code's length once: each candidate costs one HMAC, the
+    /// truncation and one comparison.
+    pub(crate) fn find_counter(
+        &self,
+        counters: impl Iterator<Item = u64>,
+        code: &Code,
+    ) -> Option<u64> {
+        match &self.schedule {
+            Schedule::Sha1(mac) => find_in(mac, counters, code),
+            Schedule::Sha256(mac) => find_in(mac, counters, code),
+            Schedule::Sha512(mac) => find_in(mac, counters, code),
+        }
+    }
+
     /// TOTP code at `unix_secs` with time step `period` seconds and T0 = 0 (RFC 6238
     /// §4.2). A `period` of 0 is treated as 1 so this never fails.
     #[must_use]
@@ -107,6 +125,24 @@ fn truncated_mac<M: Mac + Clone>(schedule: &M, counter: u64) -> u32 {
     let mut mac = schedule.clone();
     mac.update(&counter.to_be_bytes());
     dynamic_truncation(&mac.finalize().into_bytes())
+}
+
+/// See [`Key::find_counter`].
+#[inline]
+fn find_in<M: Mac + Clone>(
+    schedule: &M,
+    counters: impl Iterator<Item = u64>,
+    code: &Code,
+) -> Option<u64> {
+    let modulus = code.digits().modulus();
+    let wanted = code.value();
+    for counter in counters {
+        let value = truncated_mac(schedule, counter) % modulus;
+        if bool::from(value.ct_eq(&wanted)) {
+            return Some(counter);
+        }
+    }
+    None
 }
 
 /// RFC 4226 §5.3 DT: the low nibble of the last byte selects 4 bytes, whose top bit

@@ -74,16 +74,12 @@ pub fn verify_hotp(
         return HotpVerdict::Rejected;
     }
     let last = next_counter.saturating_add(look_ahead);
-    for counter in next_counter..=last {
-        if key.hotp(counter, digits).ct_eq(code) {
-            return HotpVerdict::Accepted { counter };
-        }
+    if let Some(counter) = key.find_counter(next_counter..=last, code) {
+        return HotpVerdict::Accepted { counter };
     }
     let first_behind = next_counter.saturating_sub(look_behind);
-    for counter in (first_behind..next_counter).rev() {
-        if key.hotp(counter, digits).ct_eq(code) {
-            return HotpVerdict::Spent { counter };
-        }
+    if let Some(counter) = key.find_counter((first_behind..next_counter).rev(), code) {
+        return HotpVerdict::Spent { counter };
     }
     HotpVerdict::Rejected
 }
@@ -111,10 +107,8 @@ pub fn verify_totp(
     }
     let centre = current_step.saturating_add_signed(learned_offset);
     let mut spent: Option<TotpMatch> = None;
-    for step in CentreOut::new(centre, window) {
-        if !key.hotp(step, digits).ct_eq(code) {
-            continue;
-        }
+    let mut steps = CentreOut::new(centre, window);
+    while let Some(step) = key.find_counter(&mut steps, code) {
         let found = TotpMatch::new(step, current_step);
         if last_accepted_step.is_some_and(|last| step <= last) {
             spent.get_or_insert(found);
