@@ -24,6 +24,12 @@
 #                     file (a schema `ichido_bench` is dropped and re-created)
 #   --server-arg ARG  one more argument for `ichido serve` (repeatable), e.g.
 #                     --server-arg=--token-lock-threshold=100
+#   --threads         also print, per run, each thread's CPU time per
+#                     validation (µs, from /proc, by thread name: the
+#                     server's runtime, writer and SQLite connection
+#                     threads, the bench's) and how idle the machine was,
+#                     over a window of the run after the import (the first
+#                     server and bench; needs a --duration of 5 s or more)
 #   BENCH ARGS        passed to `ichido bench` (default: --tokens 1000
 #                     --concurrency 64 --duration 10)
 #
@@ -44,6 +50,7 @@ other=""
 instances=1
 pg=""
 server_args=()
+threads=""
 server_cpu=()
 bench_cpu=()
 while [ $# -gt 0 ]; do
@@ -56,6 +63,7 @@ while [ $# -gt 0 ]; do
     --pin) server_cpu=(taskset -c 0); bench_cpu=(taskset -c 1); shift ;;
     --server-arg=*) server_args+=("${1#--server-arg=}"); shift ;;
     --server-arg) server_args+=("$2"); shift 2 ;;
+    --threads) threads=1; shift ;;
     --) shift; break ;;
     *) echo "unknown option: $1 (see the head of $0)" >&2; exit 2 ;;
   esac
@@ -115,6 +123,63 @@ stop_servers() {
   server_pids=()
 }
 
+# Each thread's CPU time (utime + stime, in clock ticks) by name, of
+# process $1, and the machine's idle and total ticks.
+snapshot() {
+  for t in /proc/"$1"/task/*; do
+    printf '%s\t%s\n' "$(cat "$t/comm" 2>/dev/null)" "$(awk '{print $14 + $15}' "$t/stat" 2>/dev/null)"
+  done
+}
+machine() { awk '/^cpu / {print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
+# Snapshots of the server ($1) and the bench ($2) one second after the
+# bench's import and THREAD_WINDOW seconds later, into files $3.*.
+THREAD_WINDOW=4
+thread_window() {
+  for _ in $(seq 1 6000); do
+    grep -q '^imported' "$work/bench-$i-1.err" 2>/dev/null && break
+    kill -0 "$2" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  sleep 1
+  snapshot "$1" >"$3.s0"; snapshot "$2" >"$3.b0"; machine >"$3.m0"
+  sleep "$THREAD_WINDOW"
+  snapshot "$1" >"$3.s1"; snapshot "$2" >"$3.b1"; machine >"$3.m1"
+}
+# Prints the per-validation CPU time of run $1 from its snapshots and JSON line $2.
+thread_report() {
+  python3 - "$work/threads-$1" "$THREAD_WINDOW" "$(getconf CLK_TCK)" "$2" <<'PY'
+import collections, json, sys
+base, window, tck, line = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+def ticks(path):
+    c = collections.Counter()
+    try:
+        for l in open(path):
+            name, _, v = l.rstrip("\n").rpartition("\t")
+            if v.strip():
+                c[name] += int(v)
+    except FileNotFoundError:
+        pass
+    return c
+per_sec = json.loads(line)["validations_per_sec"]
+validations = per_sec * window
+if validations <= 0:
+    sys.exit(0)
+parts = []
+for who, tag in (("server", "s"), ("bench", "b")):
+    a, b = ticks(f"{base}.{tag}0"), ticks(f"{base}.{tag}1")
+    for name in sorted(b):
+        us = (b[name] - a.get(name, 0)) / tck * 1e6 / validations
+        if us >= 0.5:
+            parts.append(f"{who} {name} {us:.1f}")
+try:
+    (i0, t0), (i1, t1) = (map(int, open(f"{base}.m{k}").read().split()) for k in (0, 1))
+    idle = f", machine idle {100 * (i1 - i0) / max(t1 - t0, 1):.0f}%"
+except (FileNotFoundError, ValueError):
+    idle = ""
+print(f"  CPU per validation (µs, {window:.0f} s after the import): " + ", ".join(parts) + idle)
+PY
+}
+
 start_servers
 echo "server: ${server_cpu[*]} $bin serve --database ${db%%\?*} ${server_args[*]:-} (x$instances)${fresh:+, fresh for every run}" >&2
 echo "bench:  ${bench_cpu[*]} $bin bench ${bench_args[*]} (one per server, at once)" >&2
@@ -130,11 +195,24 @@ for k in "${!builds[@]}"; do
   # One bench per server, started together; a run's figure is their sum.
   bench_pids=()
   for n in $(seq 1 "$instances"); do
-    "${bench_cpu[@]}" "$bin" bench --url "http://127.0.0.1:${ports[$((n - 1))]}" --key "$key" --json \
-      "${bench_args[@]}" >"$work/bench-$i-$n.out" &
+    if [ -n "$threads" ] && [ "$n" = 1 ]; then
+      # The bench's stderr (progress, "imported ...") is read for the end
+      # of the import, and shown after the run.
+      "${bench_cpu[@]}" "$bin" bench --url "http://127.0.0.1:${ports[0]}" --key "$key" --json \
+        "${bench_args[@]}" >"$work/bench-$i-$n.out" 2>"$work/bench-$i-$n.err" &
+    else
+      "${bench_cpu[@]}" "$bin" bench --url "http://127.0.0.1:${ports[$((n - 1))]}" --key "$key" --json \
+        "${bench_args[@]}" >"$work/bench-$i-$n.out" &
+    fi
     bench_pids+=($!)
   done
+  if [ -n "$threads" ]; then
+    thread_window "${server_pids[0]}" "${bench_pids[0]}" "$work/threads-$i-$k" || true
+  fi
   for p in "${bench_pids[@]}"; do wait "$p" || true; done
+  if [ -n "$threads" ]; then
+    grep -v '^importing' "$work/bench-$i-1.err" >&2 || true
+  fi
   line="$(for n in $(seq 1 "$instances"); do tail -n 1 "$work/bench-$i-$n.out"; done | python3 -c '
 import json, sys
 parts = [json.loads(l) for l in sys.stdin if l.strip()]
@@ -154,6 +232,7 @@ total["instances"] = len(parts)
 print(json.dumps(total))
 ')"
   if [ -n "$other" ]; then echo "run $i ($bin): $line"; else echo "run $i: $line"; fi
+  if [ -n "$threads" ]; then thread_report "$i-$k" "$line"; fi
   results+=("$k"$'\t'"$line")
 done
 done
