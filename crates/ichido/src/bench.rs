@@ -308,9 +308,7 @@ impl BenchToken {
         }
         candidate
     }
-}
 
-impl BenchToken {
     /// Whether `code` is also the code of a counter or step the server
     /// could still accept (the look-ahead from where the token stands, with
     /// room to spare). Six digits recur about once in a million codes, so
@@ -719,15 +717,10 @@ mod tests {
         // same code is right for `again`, within the look-ahead.
         let t = token([7; SECRET_LEN], first + 1);
         assert!(t.recurs_ahead(Kind::Event, &key, code));
-        // Once the token stands past `again`, the code is a plain replay.
+        // Once the token stands past `again`, the code is a plain replay
+        // (for this secret it does not come back in the next counters).
         let t = token([7; SECRET_LEN], again + 1);
-        let ahead: Vec<u32> = (again + 1..=again + 1 + WRONG_SIDE)
-            .map(|c| key.hotp(c, Digits::SIX).value())
-            .collect();
-        assert_eq!(
-            t.recurs_ahead(Kind::Event, &key, code),
-            ahead.contains(&code)
-        );
+        assert!(!t.recurs_ahead(Kind::Event, &key, code));
     }
 
     #[test]
