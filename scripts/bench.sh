@@ -132,18 +132,19 @@ snapshot() {
 }
 machine() { awk '/^cpu / {print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
 # Snapshots of the server ($1) and the bench ($2) one second after the
-# bench's import and THREAD_WINDOW seconds later, into files $3.*.
+# bench reports its import done (in its stderr, file $3) and THREAD_WINDOW
+# seconds later, into files $4.*.
 THREAD_WINDOW=4
 thread_window() {
   for _ in $(seq 1 6000); do
-    grep -q '^imported' "$work/bench-$i-1.err" 2>/dev/null && break
+    grep -q '^imported' "$3" 2>/dev/null && break
     kill -0 "$2" 2>/dev/null || return 1
     sleep 0.1
   done
   sleep 1
-  snapshot "$1" >"$3.s0"; snapshot "$2" >"$3.b0"; machine >"$3.m0"
+  snapshot "$1" >"$4.s0"; snapshot "$2" >"$4.b0"; machine >"$4.m0"
   sleep "$THREAD_WINDOW"
-  snapshot "$1" >"$3.s1"; snapshot "$2" >"$3.b1"; machine >"$3.m1"
+  snapshot "$1" >"$4.s1"; snapshot "$2" >"$4.b1"; machine >"$4.m1"
 }
 # Prints the per-validation CPU time of run $1 from its snapshots and JSON line $2.
 thread_report() {
@@ -195,19 +196,16 @@ for k in "${!builds[@]}"; do
   # One bench per server, started together; a run's figure is their sum.
   bench_pids=()
   for n in $(seq 1 "$instances"); do
-    if [ -n "$threads" ] && [ "$n" = 1 ]; then
-      # The bench's stderr (progress, "imported ...") is read for the end
-      # of the import, and shown after the run.
-      "${bench_cpu[@]}" "$bin" bench --url "http://127.0.0.1:${ports[0]}" --key "$key" --json \
-        "${bench_args[@]}" >"$work/bench-$i-$n.out" 2>"$work/bench-$i-$n.err" &
-    else
-      "${bench_cpu[@]}" "$bin" bench --url "http://127.0.0.1:${ports[$((n - 1))]}" --key "$key" --json \
-        "${bench_args[@]}" >"$work/bench-$i-$n.out" &
-    fi
+    # With --threads, the first bench's stderr (progress, "imported ...") is
+    # read for the end of the import, and shown after the run.
+    err=/dev/stderr
+    if [ -n "$threads" ] && [ "$n" = 1 ]; then err="$work/bench-$i-1.err"; fi
+    "${bench_cpu[@]}" "$bin" bench --url "http://127.0.0.1:${ports[$((n - 1))]}" --key "$key" --json \
+      "${bench_args[@]}" >"$work/bench-$i-$n.out" 2>"$err" &
     bench_pids+=($!)
   done
   if [ -n "$threads" ]; then
-    thread_window "${server_pids[0]}" "${bench_pids[0]}" "$work/threads-$i-$k" || true
+    thread_window "${server_pids[0]}" "${bench_pids[0]}" "$work/bench-$i-1.err" "$work/threads-$i-$k" || true
   fi
   for p in "${bench_pids[@]}"; do wait "$p" || true; done
   if [ -n "$threads" ]; then

@@ -316,13 +316,12 @@ impl BenchToken {
     /// for a later counter: the server rightly accepts it, and the probe
     /// would call that a replay. Such a probe is not sent.
     fn recurs_ahead(&self, kind: Kind, key: &Key, code: u32) -> bool {
-        let first = match kind {
-            Kind::Event => self.position,
-            Kind::Time => self.position + 1,
-        };
-        let last = match kind {
-            Kind::Event => self.position + WRONG_SIDE,
-            Kind::Time => self.position.max(time_step(unix_now(), 30)) + WRONG_SIDE,
+        let (first, last) = match kind {
+            Kind::Event => (self.position, self.position + WRONG_SIDE),
+            Kind::Time => (
+                self.position + 1,
+                self.position.max(time_step(unix_now(), 30)) + WRONG_SIDE,
+            ),
         };
         (first..=last).any(|c| key.hotp(c, Digits::SIX).value() == code)
     }
