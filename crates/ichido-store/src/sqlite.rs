@@ -42,8 +42,10 @@ use crate::{OpenError, StoreOptions};
 /// batch's commit and again into the database at the checkpoint: with a
 /// million tokens nearly every acceptance dirties a page of its own. Smaller
 /// pages write a quarter of the bytes per acceptance (a million tokens:
-/// +13% validations/s in alternating runs; see docs/performance.md). An
-/// existing file keeps the page size it was created with.
+/// +13% validations/s in alternating runs; see docs/performance.md). The
+/// audit index's file takes it too: each event adds a reference at its
+/// user's and at its token's place there, two more random pages per event.
+/// An existing file keeps the page size it was created with.
 const PAGE_SIZE: u32 = 1024;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -1299,48 +1301,68 @@ mod file_tests {
         assert_eq!(mode & 0o777, 0o600);
     }
 
-    /// A new file gets 1 KiB pages; a file made with SQLite's default 4 KiB
-    /// keeps them (and works) when ichido opens it.
+    /// A new store file and a new audit index file get 1 KiB pages; files
+    /// made with SQLite's default 4 KiB keep them (and work) when ichido
+    /// opens them.
     #[tokio::test]
     async fn new_files_get_small_pages_and_old_ones_keep_theirs() {
-        let page_size = |store: &SqliteStore| {
+        let page_size = |store: &SqliteStore, schema: &'static str| {
             let pool = store.pool.clone();
             async move {
-                sqlx::query_scalar::<_, i64>("PRAGMA page_size")
+                sqlx::query_scalar::<_, i64>(&format!("PRAGMA {schema}.page_size"))
                     .fetch_one(&pool)
                     .await
                     .unwrap()
             }
         };
+        let small = i64::from(super::PAGE_SIZE);
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("new.db").display());
         let store = SqliteStore::open(&url, &StoreOptions::default())
             .await
             .unwrap();
-        assert_eq!(page_size(&store).await, i64::from(super::PAGE_SIZE));
+        assert_eq!(page_size(&store, "main").await, small);
+        assert_eq!(page_size(&store, "idx").await, small);
         store.close().await;
 
+        // A store file and an index file made before, with 4 KiB pages.
         let old = dir.path().join("old.db");
-        let options = SqliteConnectOptions::new()
-            .filename(&old)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal);
-        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-        sqlx::query("CREATE TABLE before_ichido (x INTEGER)")
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
+        for file in [old.clone(), super::auditindex::path_of(&old)] {
+            let options = SqliteConnectOptions::new()
+                .filename(&file)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal);
+            let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+            sqlx::query("CREATE TABLE before_ichido (x INTEGER)")
+                .execute(&pool)
+                .await
+                .unwrap();
+            let size: i64 = sqlx::query_scalar("PRAGMA page_size")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert_eq!(size, 4096);
+            pool.close().await;
+        }
         let url = format!("sqlite://{}", old.display());
         let store = SqliteStore::open(&url, &StoreOptions::default())
             .await
             .unwrap();
-        assert_eq!(page_size(&store).await, 4096);
+        assert_eq!(page_size(&store, "main").await, 4096);
+        assert_eq!(page_size(&store, "idx").await, 4096);
         let audit = super::batch::tests::plain_record(1, "test.append");
         store.append_audit(audit).await.unwrap();
         assert_eq!(store.audit_chain(0, 10).await.unwrap().len(), 1);
+        // The old index file is filed like a new one.
+        super::auditindex::file_all(&store.filer).await.unwrap();
+        let upto: i64 = sqlx::query_scalar("SELECT upto FROM idx.audit_index_state")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert!(upto >= 1, "filed up to {upto}");
         store.close().await;
     }
+
     /// The filer's connection has its large page cache for the index; the
     /// readers keep SQLite's default.
     #[tokio::test]

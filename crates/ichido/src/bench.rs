@@ -74,6 +74,12 @@ pub struct BenchArgs {
     /// Resend an accepted code every N validations; it must be refused.
     #[arg(long, default_value_t = 100)]
     replay_probe_every: u64,
+    /// The contract the bench creates for its users (契約者番号). It must not
+    /// exist yet. Default: `bench-` and eight random hex digits. A fixed one
+    /// lets a prepared database hold history for the same users (see
+    /// scripts/grow-audit-index.py).
+    #[arg(long)]
+    contract_no: Option<String>,
     /// Print one JSON object with the results as the last line of stdout.
     #[arg(long)]
     json: bool,
@@ -540,7 +546,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<bool> {
     if !health.status().is_success() {
         bail!("server is not healthy: {}", health.status());
     }
-    let contract = format!("bench-{:08x}", rand::random::<u32>());
+    let contract = args
+        .contract_no
+        .clone()
+        .unwrap_or_else(|| format!("bench-{:08x}", rand::random::<u32>()));
     let (s, b) = post(
         &client,
         &format!("{}/api/v1/contracts", args.url),

@@ -61,8 +61,16 @@ pub(super) async fn attach(conn: &mut SqliteConnection, file: &Path) -> sqlx::Re
         .bind(file.to_string_lossy().into_owned())
         .execute(&mut *conn)
         .await?;
-    conn.execute("PRAGMA idx.journal_mode = WAL; PRAGMA idx.synchronous = NORMAL")
-        .await?;
+    // The page size first: a new (empty) file takes it when WAL mode writes
+    // its header; an existing one keeps its own (see [`super::PAGE_SIZE`]).
+    conn.execute(
+        format!(
+            "PRAGMA idx.page_size = {}; PRAGMA idx.journal_mode = WAL; PRAGMA idx.synchronous = NORMAL",
+            super::PAGE_SIZE
+        )
+        .as_str(),
+    )
+    .await?;
     conn.execute(
         "CREATE TABLE IF NOT EXISTS idx.audit_user_refs (
              contract_no TEXT NOT NULL,
