@@ -3,7 +3,7 @@
 # times, and prints every run's JSON line and the medians. The figures of
 # docs/performance.md come from this script.
 #
-#   scripts/bench.sh [--runs N] [--fresh] [--compare BIN] [--instances N] [--pin] [--postgres URL] [--server-arg ARG]... [-- BENCH ARGS]
+#   scripts/bench.sh [--runs N] [--fresh] [--compare BIN] [--instances N] [--pin] [--postgres URL] [--grown-index] [--server-arg ARG]... [-- BENCH ARGS]
 #
 #   --runs N          runs of the bench against the same server (default 3)
 #   --fresh           a fresh database and server for every run (each run
@@ -24,6 +24,12 @@
 #                     file (a schema `ichido_bench` is dropped and re-created)
 #   --server-arg ARG  one more argument for `ichido serve` (repeatable), e.g.
 #                     --server-arg=--token-lock-threshold=100
+#   --grown-index     give each run's database an audit index that holds a
+#                     bank's history (scripts/grow-audit-index.py, its
+#                     defaults or GROW_ARGS; built once, copied per run) and
+#                     the bench the matching --contract-no (SQLite only;
+#                     implies --fresh). A new database's index is empty,
+#                     which flatters a million tokens (docs/performance.md)
 #   --threads         also print, per run, each thread's CPU time per
 #                     validation (µs, from /proc, by thread name: the
 #                     server's runtime, writer and SQLite connection
@@ -39,6 +45,7 @@
 #   scripts/bench.sh --server-arg=--token-lock-threshold=100 \
 #       -- --mode wrong --reset-every 99               # failure path
 #   scripts/bench.sh --postgres postgres://postgres@127.0.0.1:5432/test
+#   scripts/bench.sh --grown-index -- --tokens 1000000 --duration 10 # a bank's index
 #   scripts/bench.sh --instances 2 --postgres postgres://postgres@127.0.0.1:5432/test \
 #       -- --tokens 1000 --concurrency 32 --duration 10   # two instances
 set -euo pipefail
@@ -51,6 +58,7 @@ instances=1
 pg=""
 server_args=()
 threads=""
+grown=""
 server_cpu=()
 bench_cpu=()
 while [ $# -gt 0 ]; do
@@ -64,12 +72,17 @@ while [ $# -gt 0 ]; do
     --server-arg=*) server_args+=("${1#--server-arg=}"); shift ;;
     --server-arg) server_args+=("$2"); shift 2 ;;
     --threads) threads=1; shift ;;
+    --grown-index) grown=1; fresh=1; shift ;;
     --) shift; break ;;
     *) echo "unknown option: $1 (see the head of $0)" >&2; exit 2 ;;
   esac
 done
 bench_args=("$@")
 [ ${#bench_args[@]} -gt 0 ] || bench_args=(--tokens 1000 --concurrency 64 --duration 10)
+if [ -n "$grown" ]; then
+  [ -z "$pg" ] || { echo "--grown-index is for SQLite only" >&2; exit 2; }
+  bench_args+=(--contract-no bench-grown)
+fi
 
 cargo build --release --locked -p ichido >&2
 bin="${CARGO_TARGET_DIR:-target}/release/ichido"
@@ -103,6 +116,17 @@ start_servers() {
     db="sqlite://$work/bench.db"
   fi
   key="$("$bin" operator create bench --database "$db" | head -n 1)"
+  if [ -n "$grown" ]; then
+    # Built once from the first build's new (empty) index, then the same
+    # file for every run and build.
+    if [ ! -f "$work/grown-index" ]; then
+      cp "$work/bench.db-audit-index" "$work/grown-index"
+      # shellcheck disable=SC2086 # GROW_ARGS is a list of options
+      python3 scripts/grow-audit-index.py "$work/grown-index" --contract-no bench-grown ${GROW_ARGS:-} >&2
+    fi
+    rm -f "$work"/bench.db-audit-index*
+    cp "$work/grown-index" "$work/bench.db-audit-index"
+  fi
   ports=()
   for n in $(seq 1 "$instances"); do
     port="$(free_port)"
