@@ -222,10 +222,12 @@ for k in "${!builds[@]}"; do
   for n in $(seq 1 "$instances"); do
     # With --threads, the first bench's stderr (progress, "imported ...") is
     # read for the end of the import, and shown after the run.
+    # Appended to, never opened afresh: opening /dev/stderr anew would
+    # truncate this script's own log when its stderr is a file.
     err=/dev/stderr
-    if [ -n "$threads" ] && [ "$n" = 1 ]; then err="$work/bench-$i-1.err"; fi
+    if [ -n "$threads" ] && [ "$n" = 1 ]; then err="$work/bench-$i-1.err"; rm -f "$err"; fi
     "${bench_cpu[@]}" "$bin" bench --url "http://127.0.0.1:${ports[$((n - 1))]}" --key "$key" --json \
-      "${bench_args[@]}" >"$work/bench-$i-$n.out" 2>"$err" &
+      "${bench_args[@]}" >"$work/bench-$i-$n.out" 2>>"$err" &
     bench_pids+=($!)
   done
   if [ -n "$threads" ]; then
