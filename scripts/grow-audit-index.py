@@ -51,26 +51,26 @@ def main() -> int:
     rnd = random.Random(a.seed)
     base = 10**12
 
-    rows = [
-        (a.contract_no, f"u{u}", base + k * a.users + u)
-        for u in range(a.users)
-        for k in range(a.refs)
-    ]
-    rnd.shuffle(rows)
-    with c:
-        c.executemany("INSERT OR IGNORE INTO audit_user_refs VALUES (?, ?, ?)", rows)
-    del rows
+    def file_shuffled(insert, keys):
+        """K references for each key (a tuple of the table's key columns)."""
+        n = len(keys)
+        rows = [keys[i] + (base + k * n + i,) for i in range(n) for k in range(a.refs)]
+        rnd.shuffle(rows)
+        with c:
+            c.executemany(insert, rows)
 
+    file_shuffled(
+        "INSERT OR IGNORE INTO audit_user_refs VALUES (?, ?, ?)",
+        [(a.contract_no, f"u{u}") for u in range(a.users)],
+    )
     letters = string.ascii_uppercase
-    ids = [
-        "".join(rnd.choice(letters) for _ in range(4)) + f"{rnd.randrange(10**8):08d}"
-        for _ in range(a.tokens)
-    ]
-    rows = [(ids[t], base + k * a.tokens + t) for t in range(a.tokens) for k in range(a.refs)]
-    rnd.shuffle(rows)
-    with c:
-        c.executemany("INSERT OR IGNORE INTO audit_token_refs VALUES (?, ?)", rows)
-    del rows
+    file_shuffled(
+        "INSERT OR IGNORE INTO audit_token_refs VALUES (?, ?)",
+        [
+            ("".join(rnd.choice(letters) for _ in range(4)) + f"{rnd.randrange(10**8):08d}",)
+            for _ in range(a.tokens)
+        ],
+    )
 
     c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     pages, size = (c.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "page_size"))
