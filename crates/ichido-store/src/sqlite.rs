@@ -802,26 +802,47 @@ impl AuditStore for SqliteStore {
             .map_err(db_err)?;
         let rest = limit - i64::try_from(rows.len()).unwrap_or(limit);
         if upto > i64::MIN && rest > 0 {
-            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT e.* FROM ");
-            match (&f.contract_no, &f.user_id, &f.token_id) {
-                (Some(c), Some(u), _) => {
-                    q.push("idx.audit_user_refs AS r JOIN audit_events AS e ON e.seq = r.seq WHERE r.contract_no = ")
-                        .push_bind(c.as_str())
-                        .push(" AND r.user_id = ")
-                        .push_bind(u.as_str());
-                }
-                (_, _, Some(t)) => {
-                    q.push("idx.audit_token_refs AS r JOIN audit_events AS e ON e.seq = r.seq WHERE r.token_id = ")
-                        .push_bind(t.as_str());
-                }
-                (Some(c), _, None) => {
-                    q.push("idx.audit_user_refs AS r JOIN audit_events AS e ON e.seq = r.seq WHERE r.contract_no = ")
-                        .push_bind(c.as_str());
-                }
+            // The references before runs, then every run's (see
+            // [`auditindex`]), each by a seek of its key.
+            let (before_runs, runs, keys) = match (&f.contract_no, &f.user_id, &f.token_id) {
+                (Some(c), Some(u), _) => (
+                    "audit_user_refs",
+                    "audit_user_run_refs",
+                    vec![("contract_no", c), ("user_id", u)],
+                ),
+                (_, _, Some(t)) => (
+                    "audit_token_refs",
+                    "audit_token_run_refs",
+                    vec![("token_id", t)],
+                ),
+                (Some(c), _, None) => (
+                    "audit_user_refs",
+                    "audit_user_run_refs",
+                    vec![("contract_no", c)],
+                ),
                 // Not reached: `upto` is read only with a key to look up.
                 (None, _, None) => return Ok(rows.into_iter().map(AuditEvent::from).collect()),
+            };
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT e.* FROM (");
+            for table in [before_runs, runs] {
+                if table == runs {
+                    q.push(" UNION ALL ");
+                }
+                q.push("SELECT seq FROM idx.")
+                    .push(table)
+                    .push(" WHERE seq <= ");
+                q.push_bind(upto);
+                if table == runs {
+                    q.push(" AND run IN (SELECT run FROM idx.audit_runs)");
+                }
+                for (column, value) in &keys {
+                    q.push(" AND ")
+                        .push(column)
+                        .push(" = ")
+                        .push_bind(value.as_str());
+                }
             }
-            q.push(" AND r.seq <= ").push_bind(upto);
+            q.push(") AS r JOIN audit_events AS e ON e.seq = r.seq WHERE 1");
             filters(&mut q, f);
             q.push(" ORDER BY r.seq DESC LIMIT ").push_bind(rest);
             let older: Vec<AuditRow> = q
@@ -1126,6 +1147,92 @@ mod audit_ref_tests {
         }
         let all = store.audit_chain(0, 1000).await.unwrap();
         assert_eq!(all.len(), 60);
+        assert_lookups_match(&store, &all).await;
+    }
+
+    /// Filed event by event, the index is many small runs, merged as they
+    /// come: few remain, they hold every reference once, and look-ups
+    /// answer alike. References filed before runs (in the tables of the
+    /// index's first form) are found beside them.
+    #[tokio::test]
+    async fn runs_are_merged_and_references_from_before_runs_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("a.db").display());
+        let store = SqliteStore::open_filing(&url, &StoreOptions::default(), false)
+            .await
+            .unwrap();
+        for i in 1..=30 {
+            store.append_audit(record(i)).await.unwrap();
+        }
+        // An index filed up to 30 before runs.
+        sqlx::query(
+            "INSERT INTO idx.audit_user_refs (contract_no, user_id, seq)
+             SELECT contract_no, COALESCE(user_id, ''), seq FROM audit_events WHERE contract_no IS NOT NULL;
+             INSERT INTO idx.audit_token_refs (token_id, seq)
+             SELECT token_id, seq FROM audit_events WHERE token_id IS NOT NULL;
+             INSERT INTO idx.audit_index_state (id, upto, upto_hash)
+             SELECT 1, seq, hash FROM audit_events WHERE seq = 30",
+        )
+        .execute(&store.filer)
+        .await
+        .unwrap();
+        let count = |sql: &'static str| {
+            let pool = store.filer.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(sql)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            }
+        };
+        for i in 31..=130 {
+            store.append_audit(record(i)).await.unwrap();
+            super::auditindex::file_all(&store.filer).await.unwrap();
+        }
+        assert_eq!(filed_upto(&store).await, 130);
+        let all = store.audit_chain(0, 1000).await.unwrap();
+        assert_eq!(all.len(), 130);
+        let refs = |with: fn(&AuditEvent) -> bool| {
+            i64::try_from(all[30..].iter().filter(|e| with(e)).count()).unwrap()
+        };
+        let (user_refs, token_refs) = (
+            refs(|e| e.contract_no.is_some()),
+            refs(|e| e.token_id.is_some()),
+        );
+        assert_eq!(
+            count("SELECT COUNT(*) FROM idx.audit_user_run_refs").await,
+            user_refs
+        );
+        assert_eq!(
+            count("SELECT COUNT(*) FROM idx.audit_token_run_refs").await,
+            token_refs
+        );
+        assert_eq!(
+            count("SELECT SUM(refs) FROM idx.audit_runs").await,
+            user_refs + token_refs
+        );
+        // Every run listed holds references, and none is left unlisted.
+        assert_eq!(
+            count(
+                "SELECT COUNT(*) FROM (SELECT run FROM idx.audit_user_run_refs
+                 UNION SELECT run FROM idx.audit_token_run_refs)"
+            )
+            .await,
+            count("SELECT COUNT(*) FROM idx.audit_runs").await
+        );
+        // 100 filings of one event (1 or 2 references each) leave runs of
+        // fewer than 8 of each size.
+        let runs = count("SELECT COUNT(*) FROM idx.audit_runs").await;
+        assert!((2..=14).contains(&runs), "{runs} runs");
+        assert_lookups_match(&store, &all).await;
+        // A rebuild empties the tables of before runs too.
+        sqlx::query("UPDATE idx.audit_index_state SET upto_hash = 'other'")
+            .execute(&store.filer)
+            .await
+            .unwrap();
+        super::auditindex::file_all(&store.filer).await.unwrap();
+        assert_eq!(count("SELECT COUNT(*) FROM idx.audit_user_refs").await, 0);
+        assert_eq!(filed_upto(&store).await, 130);
         assert_lookups_match(&store, &all).await;
     }
 

@@ -2,13 +2,22 @@
 //! database file of their own beside the store's (`FILE-audit-index`),
 //! filled in the background from the log, which stays the record.
 //!
-//! Each event belongs at its user's and its token's place in these tables:
-//! with many users, a different B-tree leaf for nearly every event. Kept in
-//! the store's own file, those leaves were most of what the writer wrote and
-//! synced per acceptance (and, filed once a second, a stall of one batch).
-//! Kept here, they are written by a task of their own, on a connection of
-//! their own, in WAL mode with `synchronous=NORMAL` (no `fsync` per commit):
-//! the writer of acceptances never waits for them.
+//! Each filing writes its events' references as a new *run*: sorted by key
+//! under a run number above every other, so they go to the right edge of
+//! the tables' B-trees, page after page, whatever the number of users. (Put
+//! at each user's place in one table, as before runs, nearly every event
+//! took a leaf of its own once the index held a bank's history: a page
+//! written, and written again by the checkpoint, per reference.) Runs of
+//! like size are merged, [`FANOUT`] at a time, into one sorted run, so there
+//! are few; a run of [`FINAL_REFS`] references or more is merged no more,
+//! which bounds a merge. A look-up seeks its key in every run (the catalog
+//! `audit_runs` lists them) and in the references filed before runs
+//! (`audit_user_refs`, `audit_token_refs`: read as they are, never added
+//! to, emptied by a rebuild).
+//!
+//! The index file is written by a task of its own, on a connection of its
+//! own, in WAL mode with `synchronous=NORMAL` (no `fsync` per commit): the
+//! writer of acceptances never waits for it.
 //!
 //! Nothing is lost if the index is: it is rebuilt from the log. Its state
 //! row holds how far it has filed (`upto`) and the chain hash of that event;
@@ -19,9 +28,10 @@
 //! found by a scan of the log's tail (a range of its primary key).
 //!
 //! A reader's query sees the index and the log each in a snapshot of its
-//! own; both only grow, references point at events of the log, and the tail
-//! is read from `upto` on, so no event is answered twice, and none the log's
-//! snapshot holds is missed.
+//! own; both only gain references (a merge moves runs' references into
+//! one run, in one transaction), references point at events of the log,
+//! and the tail is read from `upto` on, so no event is answered twice, and
+//! none the log's snapshot holds is missed.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -40,11 +50,20 @@ use crate::rows::db_err;
 const EVERY: Duration = Duration::from_secs(1);
 /// Events filed per transaction (a large log is caught up in steps).
 const CHUNK: i64 = 50_000;
-/// The filer's page cache for the index, in KiB (see [`attacher`]). With many users a second's
-/// events land on as many leaves of each table; in SQLite's default cache
-/// (2 MiB) the transaction spilled dirty leaves to the WAL before its
-/// commit and read them back for the next event: a fifth of the filer's
-/// CPU time with a million tokens. The cache grows only as far as used.
+/// How many runs of like size (the same power of [`FANOUT`] of references)
+/// are merged into one.
+const FANOUT: i64 = 8;
+/// A run of this many references or more is merged no more: a merge then
+/// writes at most [`FANOUT`] times this much (about 16.7 million
+/// references), and a bank filing some million references a day gets a new
+/// final run every few days for its look-ups to seek.
+const FINAL_REFS: i64 = FANOUT.pow(7);
+/// The filer's page cache for the index, in KiB (see [`attacher`]). When
+/// references were put at each key's place, a second's events landed on as
+/// many leaves, and SQLite's default cache (2 MiB) spilled them to the WAL
+/// before the commit (a fifth of the filer's CPU time with a million
+/// tokens); now it holds a merge's sort and the runs' right edges. The
+/// cache grows only as far as used.
 pub(super) const FILER_CACHE_KIB: i64 = 64 * 1024;
 
 /// The index file of the database file `db` (`ichido.db` → `ichido.db-audit-index`).
@@ -71,6 +90,8 @@ pub(super) async fn attach(conn: &mut SqliteConnection, file: &Path) -> sqlx::Re
         .as_str(),
     )
     .await?;
+    // `audit_user_refs` and `audit_token_refs` hold what was filed before
+    // runs (see the module's documentation); a new file has them empty.
     conn.execute(
         "CREATE TABLE IF NOT EXISTS idx.audit_user_refs (
              contract_no TEXT NOT NULL,
@@ -82,6 +103,23 @@ pub(super) async fn attach(conn: &mut SqliteConnection, file: &Path) -> sqlx::Re
              token_id TEXT NOT NULL,
              seq      INTEGER NOT NULL,
              PRIMARY KEY (token_id, seq)
+         ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS idx.audit_runs (
+             run  INTEGER PRIMARY KEY NOT NULL,
+             refs INTEGER NOT NULL -- of both tables
+         );
+         CREATE TABLE IF NOT EXISTS idx.audit_user_run_refs (
+             run         INTEGER NOT NULL,
+             contract_no TEXT NOT NULL,
+             user_id     TEXT NOT NULL,
+             seq         INTEGER NOT NULL,
+             PRIMARY KEY (run, contract_no, user_id, seq)
+         ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS idx.audit_token_run_refs (
+             run      INTEGER NOT NULL,
+             token_id TEXT NOT NULL,
+             seq      INTEGER NOT NULL,
+             PRIMARY KEY (run, token_id, seq)
          ) WITHOUT ROWID;
          CREATE TABLE IF NOT EXISTS idx.audit_index_state (
              id        INTEGER PRIMARY KEY NOT NULL CHECK (id = 1),
@@ -163,9 +201,13 @@ pub(super) async fn file_some(conn: &mut SqliteConnection) -> StoreResult<bool> 
                 upto = at,
                 "the audit index does not match the audit log; rebuilding it"
             );
-            tx.execute("DELETE FROM idx.audit_user_refs; DELETE FROM idx.audit_token_refs; DELETE FROM idx.audit_index_state")
-                .await
-                .map_err(db_err)?;
+            tx.execute(
+                "DELETE FROM idx.audit_user_refs; DELETE FROM idx.audit_token_refs;
+                 DELETE FROM idx.audit_user_run_refs; DELETE FROM idx.audit_token_run_refs;
+                 DELETE FROM idx.audit_runs; DELETE FROM idx.audit_index_state",
+            )
+            .await
+            .map_err(db_err)?;
         }
     }
     let newest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_events")
@@ -177,21 +219,38 @@ pub(super) async fn file_some(conn: &mut SqliteConnection) -> StoreResult<bool> 
         return Ok(false);
     }
     let last = newest.min(upto.saturating_add(CHUNK));
-    for refs in [
-        "INSERT OR IGNORE INTO idx.audit_user_refs (contract_no, user_id, seq)
-         SELECT contract_no, COALESCE(user_id, ''), seq FROM audit_events
-         WHERE seq > ?1 AND seq <= ?2 AND contract_no IS NOT NULL",
-        "INSERT OR IGNORE INTO idx.audit_token_refs (token_id, seq)
-         SELECT token_id, seq FROM audit_events
-         WHERE seq > ?1 AND seq <= ?2 AND token_id IS NOT NULL",
+    let started = std::time::Instant::now();
+    // A new run, sorted by key: appended at the right edge of each table.
+    let run = new_run(&mut tx).await?;
+    let mut refs = 0;
+    for insert in [
+        "INSERT INTO idx.audit_user_run_refs (run, contract_no, user_id, seq)
+         SELECT ?3, contract_no, COALESCE(user_id, ''), seq FROM audit_events
+         WHERE seq > ?1 AND seq <= ?2 AND contract_no IS NOT NULL
+         ORDER BY 2, 3, 4",
+        "INSERT INTO idx.audit_token_run_refs (run, token_id, seq)
+         SELECT ?3, token_id, seq FROM audit_events
+         WHERE seq > ?1 AND seq <= ?2 AND token_id IS NOT NULL
+         ORDER BY 2, 3",
     ] {
-        sqlx::query(refs)
+        refs += sqlx::query(insert)
             .bind(upto)
             .bind(last)
+            .bind(run)
             .execute(&mut *tx)
             .await
-            .map_err(db_err)?;
+            .map_err(db_err)?
+            .rows_affected();
     }
+    if refs > 0 {
+        add_run(&mut tx, run, refs).await?;
+    }
+    tracing::trace!(
+        events = last - upto,
+        refs,
+        micros = started.elapsed().as_micros() as u64,
+        "audit index filed"
+    );
     // `last` is at most the newest event, so the log holds events up to it;
     // the one at `last` gives the hash (the log's sequence has no gaps, but
     // take the nearest event at or below it to be sure).
@@ -214,11 +273,127 @@ pub(super) async fn file_some(conn: &mut SqliteConnection) -> StoreResult<bool> 
     Ok(last < newest)
 }
 
-/// Files everything there is now, chunk after chunk.
+/// A run number above every run's.
+async fn new_run(conn: &mut SqliteConnection) -> StoreResult<i64> {
+    sqlx::query_scalar("SELECT COALESCE(MAX(run), 0) + 1 FROM idx.audit_runs")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_err)
+}
+
+/// Lists a run of `refs` references in the catalog, which look-ups read.
+async fn add_run(conn: &mut SqliteConnection, run: i64, refs: u64) -> StoreResult<()> {
+    sqlx::query("INSERT INTO idx.audit_runs (run, refs) VALUES (?, ?)")
+        .bind(run)
+        .bind(i64::try_from(refs).unwrap_or(i64::MAX))
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
+/// Which runs to merge next, of `runs` (run, references), oldest first: the
+/// [`FANOUT`] oldest of the smallest size (power of [`FANOUT`]) that has as
+/// many, leaving out final runs (see [`FINAL_REFS`]). None if no size has.
+fn runs_to_merge(runs: &[(i64, i64)]) -> Option<Vec<i64>> {
+    let size = |refs: i64| refs.max(1).ilog(FANOUT);
+    let mut sizes: Vec<u32> = runs
+        .iter()
+        .filter(|&&(_, refs)| refs < FINAL_REFS)
+        .map(|&(_, refs)| size(refs))
+        .collect();
+    sizes.sort_unstable();
+    let count = usize::try_from(FANOUT).unwrap_or(usize::MAX);
+    let merged = sizes
+        .chunk_by(|a, b| a == b)
+        .find(|same| same.len() >= count)?[0];
+    Some(
+        runs.iter()
+            .filter(|&&(_, refs)| refs < FINAL_REFS && size(refs) == merged)
+            .take(count)
+            .map(|&(run, _)| run)
+            .collect(),
+    )
+}
+
+/// Merges [`FANOUT`] runs of like size into one, in one transaction of the
+/// index, if there are as many. Returns whether it did.
+pub(super) async fn merge_some(conn: &mut SqliteConnection) -> StoreResult<bool> {
+    let mut tx = conn.begin().await.map_err(db_err)?;
+    let runs: Vec<(i64, i64)> = sqlx::query_as("SELECT run, refs FROM idx.audit_runs ORDER BY run")
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    let started = std::time::Instant::now();
+    let Some(merged) = runs_to_merge(&runs) else {
+        tx.commit().await.map_err(db_err)?;
+        return Ok(false);
+    };
+    let count = merged.len();
+    // As a JSON array, for `json_each`: the statements stay the same.
+    let merged = format!(
+        "[{}]",
+        merged
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let run = new_run(&mut tx).await?;
+    let mut refs = 0;
+    for (table, key) in [
+        ("audit_user_run_refs", "contract_no, user_id"),
+        ("audit_token_run_refs", "token_id"),
+    ] {
+        // The merged runs' references in key order, to the right edge (a
+        // reference in two runs, which filing never makes, kept once).
+        refs += sqlx::query(&format!(
+            "INSERT OR IGNORE INTO idx.{table} (run, {key}, seq)
+             SELECT ?1, {key}, seq FROM idx.{table}
+             WHERE run IN (SELECT value FROM json_each(?2))
+             ORDER BY {key}, seq"
+        ))
+        .bind(run)
+        .bind(&merged)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?
+        .rows_affected();
+        sqlx::query(&format!(
+            "DELETE FROM idx.{table} WHERE run IN (SELECT value FROM json_each(?))"
+        ))
+        .bind(&merged)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    }
+    sqlx::query("DELETE FROM idx.audit_runs WHERE run IN (SELECT value FROM json_each(?))")
+        .bind(&merged)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    add_run(&mut tx, run, refs).await?;
+    tx.commit().await.map_err(db_err)?;
+    tracing::trace!(
+        runs = count,
+        refs,
+        micros = started.elapsed().as_micros() as u64,
+        "audit index runs merged"
+    );
+    Ok(true)
+}
+
+/// Files everything there is now, chunk after chunk, merging runs as they
+/// come (a large log makes many).
 pub(super) async fn file_all(pool: &SqlitePool) -> StoreResult<()> {
     let mut conn = pool.acquire().await.map_err(db_err)?;
-    while file_some(&mut conn).await? {}
-    Ok(())
+    loop {
+        let more = file_some(&mut conn).await?;
+        while merge_some(&mut conn).await? {}
+        if !more {
+            return Ok(());
+        }
+    }
 }
 
 /// The filer: every [`EVERY`], files what is new. Ends when the returned
@@ -272,4 +447,36 @@ fn discard(file: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{runs_to_merge, FANOUT, FINAL_REFS};
+
+    /// Runs of like size are merged eight at a time, the oldest first and
+    /// the smallest size first; final runs never.
+    #[test]
+    fn runs_of_like_size_are_merged_and_final_ones_kept() {
+        // Seven of each size: nothing to merge.
+        let seven: Vec<(i64, i64)> = (1..=7).flat_map(|r| [(r, 3), (100 + r, 50)]).collect();
+        assert_eq!(runs_to_merge(&seven), None);
+        // An eighth of 8..63 references.
+        let mut runs = seven.clone();
+        runs.push((200, 63));
+        runs.push((201, 8));
+        assert_eq!(
+            runs_to_merge(&runs),
+            Some(vec![101, 102, 103, 104, 105, 106, 107, 200])
+        );
+        // With eight of the smallest size too, those go first.
+        runs.push((202, 1));
+        runs.push((203, 0));
+        let smallest = runs_to_merge(&runs).unwrap();
+        assert_eq!(smallest, vec![1, 2, 3, 4, 5, 6, 7, 202]);
+        // Final runs are not merged, however many.
+        let finals: Vec<(i64, i64)> = (1..=20).map(|r| (r, FINAL_REFS + r)).collect();
+        assert_eq!(runs_to_merge(&finals), None);
+        let below: Vec<(i64, i64)> = (1..=FANOUT).map(|r| (r, FINAL_REFS - 1)).collect();
+        assert_eq!(runs_to_merge(&below).map(|m| m.len()), Some(8));
+    }
 }
