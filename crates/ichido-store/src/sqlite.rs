@@ -1470,8 +1470,9 @@ mod file_tests {
         store.close().await;
     }
 
-    /// The filer's connection has its large page cache for the index; the
-    /// readers keep SQLite's default.
+    /// The filer's connection has its large page cache for the index and
+    /// keeps the index's WAL file bounded; the readers keep SQLite's
+    /// default cache.
     #[tokio::test]
     async fn the_filer_alone_gets_a_large_index_cache() {
         let store = SqliteStore::open("sqlite::memory:", &StoreOptions::default())
@@ -1491,6 +1492,12 @@ mod file_tests {
             cache(store.pool.clone()).await,
             -super::auditindex::FILER_CACHE_KIB
         );
+        // And a bound on the index's WAL file after a large merge.
+        let wal_limit: i64 = sqlx::query_scalar("PRAGMA idx.journal_size_limit")
+            .fetch_one(&store.filer)
+            .await
+            .unwrap();
+        assert_eq!(wal_limit, super::auditindex::WAL_KEEP_BYTES);
         store.close().await;
     }
 }

@@ -65,6 +65,11 @@ const FINAL_REFS: i64 = FANOUT.pow(7);
 /// tokens); now it holds a merge's sort and the runs' right edges. The
 /// cache grows only as far as used.
 pub(super) const FILER_CACHE_KIB: i64 = 64 * 1024;
+/// The most of the index's WAL file kept on disk once checkpointed: a large
+/// merge grows it to about twice the merge's references' size (a gigabyte
+/// or so), which SQLite would otherwise keep allocated for good. Set on the
+/// filer's connection, the index's only writer.
+pub(super) const WAL_KEEP_BYTES: i64 = 64 * 1024 * 1024;
 
 /// The index file of the database file `db` (`ichido.db` → `ichido.db-audit-index`).
 pub(super) fn path_of(db: &Path) -> PathBuf {
@@ -149,9 +154,11 @@ pub(super) fn attacher(
         Box::pin(async move {
             attach(conn, &file).await?;
             if filer {
-                sqlx::query(&format!("PRAGMA idx.cache_size = -{FILER_CACHE_KIB}"))
-                    .execute(&mut *conn)
-                    .await?;
+                sqlx::query(&format!(
+                    "PRAGMA idx.cache_size = -{FILER_CACHE_KIB}; PRAGMA idx.journal_size_limit = {WAL_KEEP_BYTES}"
+                ))
+                .execute(&mut *conn)
+                .await?;
             }
             Ok(())
         })
