@@ -1081,6 +1081,28 @@ mod audit_ref_tests {
             .unwrap()
     }
 
+    /// The sequence numbers the store's look-up answers for `f`.
+    async fn looked_up(store: &SqliteStore, f: &AuditFilter) -> Vec<i64> {
+        let events = store.audit_events(f).await.unwrap();
+        events.iter().map(|e| e.seq).collect()
+    }
+
+    /// The sequence numbers filtering the log `all` (oldest first) gives
+    /// for `f`: newest first, at most `f.limit`.
+    fn filtered(all: &[AuditEvent], f: &AuditFilter) -> Vec<i64> {
+        all.iter()
+            .rev()
+            .filter(|e| {
+                (f.contract_no.is_none() || e.contract_no == f.contract_no)
+                    && (f.user_id.is_none() || e.user_id == f.user_id)
+                    && (f.token_id.is_none() || e.token_id == f.token_id)
+                    && f.before_seq.is_none_or(|b| e.seq < b)
+            })
+            .take(f.limit as usize)
+            .map(|e| e.seq)
+            .collect()
+    }
+
     /// Every filter shape, page and limit answers exactly what filtering the
     /// whole log (`all`, oldest first) gives.
     async fn assert_lookups_match(store: &SqliteStore, all: &[AuditEvent]) {
@@ -1104,25 +1126,7 @@ mod audit_ref_tests {
                         before_seq,
                         limit,
                     };
-                    let got: Vec<i64> = store
-                        .audit_events(&f)
-                        .await
-                        .unwrap()
-                        .iter()
-                        .map(|e| e.seq)
-                        .collect();
-                    let want: Vec<i64> = all
-                        .iter()
-                        .rev()
-                        .filter(|e| {
-                            (f.contract_no.is_none() || e.contract_no == f.contract_no)
-                                && (f.user_id.is_none() || e.user_id == f.user_id)
-                                && (f.token_id.is_none() || e.token_id == f.token_id)
-                                && f.before_seq.is_none_or(|b| e.seq < b)
-                        })
-                        .take(limit as usize)
-                        .map(|e| e.seq)
-                        .collect();
+                    let (got, want) = (looked_up(store, &f).await, filtered(all, &f));
                     assert_eq!(got, want, "{f:?}");
                 }
             }
@@ -1280,23 +1284,7 @@ mod audit_ref_tests {
                     before_seq: Some(151),
                     limit: 1000,
                 };
-                let got: Vec<i64> = store
-                    .audit_events(&f)
-                    .await
-                    .unwrap()
-                    .iter()
-                    .map(|e| e.seq)
-                    .collect();
-                let want: Vec<i64> = before
-                    .iter()
-                    .rev()
-                    .filter(|e| {
-                        (f.contract_no.is_none() || e.contract_no == f.contract_no)
-                            && (f.user_id.is_none() || e.user_id == f.user_id)
-                            && (f.token_id.is_none() || e.token_id == f.token_id)
-                    })
-                    .map(|e| e.seq)
-                    .collect();
+                let (got, want) = (looked_up(&store, &f).await, filtered(&before, &f));
                 assert_eq!(got, want, "{f:?} in round {rounds}");
             }
             rounds += 1;

@@ -303,20 +303,21 @@ async fn add_run(conn: &mut SqliteConnection, run: i64, refs: u64) -> StoreResul
 /// [`FANOUT`] oldest of the smallest size (power of [`FANOUT`]) that has as
 /// many, leaving out final runs (see [`FINAL_REFS`]). None if no size has.
 fn runs_to_merge(runs: &[(i64, i64)]) -> Option<Vec<i64>> {
-    let size = |refs: i64| refs.max(1).ilog(FANOUT);
-    let mut sizes: Vec<u32> = runs
+    // (run, size) of the runs that are not final, oldest first.
+    let open: Vec<(i64, u32)> = runs
         .iter()
         .filter(|&&(_, refs)| refs < FINAL_REFS)
-        .map(|&(_, refs)| size(refs))
+        .map(|&(run, refs)| (run, refs.max(1).ilog(FANOUT)))
         .collect();
+    let mut sizes: Vec<u32> = open.iter().map(|&(_, size)| size).collect();
     sizes.sort_unstable();
     let count = usize::try_from(FANOUT).unwrap_or(usize::MAX);
     let merged = sizes
         .chunk_by(|a, b| a == b)
         .find(|same| same.len() >= count)?[0];
     Some(
-        runs.iter()
-            .filter(|&&(_, refs)| refs < FINAL_REFS && size(refs) == merged)
+        open.iter()
+            .filter(|&&(_, size)| size == merged)
             .take(count)
             .map(|&(run, _)| run)
             .collect(),
