@@ -43,9 +43,9 @@ use crate::{OpenError, StoreOptions};
 /// million tokens nearly every acceptance dirties a page of its own. Smaller
 /// pages write a quarter of the bytes per acceptance (a million tokens:
 /// +13% validations/s in alternating runs; see docs/performance.md). The
-/// audit index's file takes it too: each event adds a reference at its
-/// user's and at its token's place there, two more random pages per event.
-/// An existing file keeps the page size it was created with.
+/// audit index's file has a page size of its own (see
+/// `auditindex::INDEX_PAGE_SIZE`). An existing file keeps the page size it
+/// was created with.
 const PAGE_SIZE: u32 = 1024;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -1471,11 +1471,12 @@ mod file_tests {
         assert_eq!(mode & 0o777, 0o600);
     }
 
-    /// A new store file and a new audit index file get 1 KiB pages; files
-    /// made with SQLite's default 4 KiB keep them (and work) when ichido
-    /// opens them.
+    /// A new store file gets 1 KiB pages and a new audit index file 4 KiB;
+    /// files made before with other page sizes (a store file with SQLite's
+    /// default 4 KiB, an index file with the 1 KiB an older ichido gave it)
+    /// keep them (and work) when ichido opens them.
     #[tokio::test]
-    async fn new_files_get_small_pages_and_old_ones_keep_theirs() {
+    async fn new_files_get_their_page_sizes_and_old_ones_keep_theirs() {
         let page_size = |store: &SqliteStore, schema: &'static str| {
             let pool = store.pool.clone();
             async move {
@@ -1486,40 +1487,47 @@ mod file_tests {
             }
         };
         let small = i64::from(super::PAGE_SIZE);
+        let index = i64::from(super::auditindex::INDEX_PAGE_SIZE);
+        assert_ne!(small, index);
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("new.db").display());
         let store = SqliteStore::open(&url, &StoreOptions::default())
             .await
             .unwrap();
         assert_eq!(page_size(&store, "main").await, small);
-        assert_eq!(page_size(&store, "idx").await, small);
+        assert_eq!(page_size(&store, "idx").await, index);
         store.close().await;
 
-        // A store file and an index file made before, with 4 KiB pages.
+        // A store file and an index file made before, with the other's
+        // page size.
         let old = dir.path().join("old.db");
-        for file in [old.clone(), super::auditindex::path_of(&old)] {
+        for (file, size) in [
+            (old.clone(), index),
+            (super::auditindex::path_of(&old), small),
+        ] {
             let options = SqliteConnectOptions::new()
                 .filename(&file)
                 .create_if_missing(true)
+                .page_size(u32::try_from(size).unwrap())
                 .journal_mode(SqliteJournalMode::Wal);
             let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
             sqlx::query("CREATE TABLE before_ichido (x INTEGER)")
                 .execute(&pool)
                 .await
                 .unwrap();
-            let size: i64 = sqlx::query_scalar("PRAGMA page_size")
+            let made: i64 = sqlx::query_scalar("PRAGMA page_size")
                 .fetch_one(&pool)
                 .await
                 .unwrap();
-            assert_eq!(size, 4096);
+            assert_eq!(made, size);
             pool.close().await;
         }
         let url = format!("sqlite://{}", old.display());
         let store = SqliteStore::open(&url, &StoreOptions::default())
             .await
             .unwrap();
-        assert_eq!(page_size(&store, "main").await, 4096);
-        assert_eq!(page_size(&store, "idx").await, 4096);
+        assert_eq!(page_size(&store, "main").await, index);
+        assert_eq!(page_size(&store, "idx").await, small);
         let audit = super::batch::tests::plain_record(1, "test.append");
         store.append_audit(audit).await.unwrap();
         assert_eq!(store.audit_chain(0, 10).await.unwrap().len(), 1);
