@@ -11,6 +11,7 @@ mod batch;
 mod checkpoint;
 mod import;
 pub(crate) mod operators;
+mod priority;
 mod reads;
 
 use std::str::FromStr;
@@ -158,9 +159,16 @@ impl SqliteStore {
         auditindex::prepare(&connect, &index_file)
             .await
             .map_err(|e| OpenError::Connect(format!("cannot open the audit index file: {e}")))?;
+        // The filer's connection thread runs at the lowest priority (see
+        // [`priority`]): merging runs must not take the writer's turn on
+        // the CPU.
         let filer = pool_options(1)
             .after_connect(auditindex::attacher(index_file.clone(), true))
-            .connect_with(connect.clone())
+            .connect_with(
+                connect
+                    .clone()
+                    .thread_name(|_| priority::FILER_THREAD.to_owned()),
+            )
             .await
             .map_err(|e| OpenError::Connect(e.to_string()))?;
         let pool = pool_options(opts.max_connections.max(1))
@@ -179,7 +187,7 @@ impl SqliteStore {
         let _filing = auditindex::start(filer.clone(), filing);
         let checkpoints = {
             let pool = pool_options(1)
-                .connect_with(connect)
+                .connect_with(connect.thread_name(|_| priority::CHECKPOINT_THREAD.to_owned()))
                 .await
                 .map_err(|e| OpenError::Connect(e.to_string()))?;
             let keep = checkpoint::start(pool.clone());
@@ -1469,6 +1477,29 @@ mod file_tests {
         assert!(again.is_ok());
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    /// The audit filer's connection thread runs at the lowest priority;
+    /// the checkpoints' thread keeps the process's (see `priority`).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_filer_thread_runs_at_the_lowest_priority() {
+        use super::priority::{nice_in, nice_of, CHECKPOINT_THREAD, FILER_NICE, FILER_THREAD};
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("ichido.db").display());
+        let store = SqliteStore::open(&url, &StoreOptions::default())
+            .await
+            .unwrap();
+        // Other tests' stores may have threads of these names too: each
+        // must be as this store's are.
+        let filers = nice_of(FILER_THREAD);
+        assert!(!filers.is_empty());
+        assert!(filers.iter().all(|&n| n == FILER_NICE), "{filers:?}");
+        let process = nice_in(&std::fs::read_to_string("/proc/self/stat").unwrap()).unwrap();
+        let checkpoints = nice_of(CHECKPOINT_THREAD);
+        assert!(!checkpoints.is_empty());
+        assert!(checkpoints.iter().all(|&n| n == process), "{checkpoints:?}");
+        store.close().await;
     }
 
     /// A new store file gets 1 KiB pages and a new audit index file 4 KiB;

@@ -148,8 +148,9 @@ pub(super) async fn attach(conn: &mut SqliteConnection, file: &Path) -> sqlx::Re
 type Attaching<'c> = Pin<Box<dyn Future<Output = sqlx::Result<()>> + Send + 'c>>;
 
 /// The `after_connect` hook that attaches the index at `file` to each new
-/// connection of a pool; with `filer`, the connection files the index and
-/// gets a page cache of [`FILER_CACHE_KIB`] for it.
+/// connection of a pool; with `filer`, the connection files the index,
+/// gets a page cache of [`FILER_CACHE_KIB`] for it, and its thread (named
+/// [`super::priority::FILER_THREAD`]) the lowest CPU priority.
 pub(super) fn attacher(
     file: PathBuf,
     filer: bool,
@@ -167,6 +168,19 @@ pub(super) fn attacher(
                 ))
                 .execute(&mut *conn)
                 .await?;
+                // This connection's thread (named by the pool's options)
+                // works at the lowest priority; a new connection's too.
+                match super::priority::lower(
+                    super::priority::FILER_THREAD,
+                    super::priority::FILER_NICE,
+                ) {
+                    Ok(threads) => {
+                        tracing::debug!(threads, "audit filer at the lowest CPU priority")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the audit filer's CPU priority could not be lowered")
+                    }
+                }
             }
             Ok(())
         })

@@ -1,0 +1,130 @@
+//! Background work at a lower CPU priority than the validations.
+//!
+//! The writer of acceptances is serial: every request waits for its batch,
+//! and the next batch for the one before. On a machine with few cores, a
+//! background thread that runs beside it at the same priority (the audit
+//! filer merging runs, which can take a core for seconds) takes time slices
+//! the writer and the runtime would have used, and the whole pipeline waits.
+//! The scheduler gives a thread at nice 19 about 1/70 of the share of one
+//! at nice 0 when they compete, and all of the time no one else wants: the
+//! filer then works in the gaps the pipeline leaves (the machine stays some
+//! 15–20% idle under a full bench), and under a load that leaves no gap it
+//! falls behind, which costs look-ups a longer scan of the log's tail and
+//! nothing else (see docs/decisions.md).
+//!
+//! SQLite's connections run on threads of their own (one per `sqlx`
+//! connection), so a connection's thread is given a name of its own
+//! ([`SqliteConnectOptions::thread_name`](sqlx::sqlite::SqliteConnectOptions::thread_name))
+//! and found by it. Lowering one's own priority needs no privilege. On
+//! systems other than Linux (no per-thread priority there) it does nothing.
+
+/// The audit filer's connection thread (at most 15 bytes: the kernel's
+/// limit for a thread's name).
+pub(super) const FILER_THREAD: &str = "ichido-filer";
+/// The WAL checkpoints' connection thread.
+pub(super) const CHECKPOINT_THREAD: &str = "ichido-ckpt";
+/// The filer's nice value: the lowest priority.
+pub(super) const FILER_NICE: i32 = 19;
+
+/// Sets the nice value of every thread of this process named `name` to
+/// `nice`; returns how many there were.
+#[cfg(target_os = "linux")]
+pub(super) fn lower(name: &str, nice: i32) -> std::io::Result<usize> {
+    let mut lowered = 0;
+    for task in std::fs::read_dir("/proc/self/task")? {
+        let task = task?;
+        // A thread that has just ended has no `comm` any more.
+        let Ok(comm) = std::fs::read_to_string(task.path().join("comm")) else {
+            continue;
+        };
+        if comm.trim_end() != name {
+            continue;
+        }
+        let tid = task
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<i32>().ok())
+            .and_then(rustix::process::Pid::from_raw);
+        if let Some(tid) = tid {
+            // On Linux a thread ID given as the process sets that thread's
+            // priority alone (setpriority(2), NOTES).
+            rustix::process::setpriority_process(Some(tid), nice)?;
+            lowered += 1;
+        }
+    }
+    Ok(lowered)
+}
+
+/// Sets the nice value of every thread of this process named `name`: not
+/// on this system.
+#[cfg(not(target_os = "linux"))]
+pub(super) fn lower(_name: &str, _nice: i32) -> std::io::Result<usize> {
+    Ok(0)
+}
+
+/// The nice values of this process's threads named `name` (tests).
+#[cfg(all(test, target_os = "linux"))]
+pub(super) fn nice_of(name: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").into_iter().flatten() {
+        let Ok(task) = task else { continue };
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        if let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) {
+            found.extend(nice_in(&stat));
+        }
+    }
+    found
+}
+
+/// The nice value in a `/proc/…/stat` line: the 19th field, the 17th
+/// after the name (which is in parentheses and may hold spaces).
+#[cfg(all(test, target_os = "linux"))]
+pub(super) fn nice_in(stat: &str) -> Option<i32> {
+    let after = stat.get(stat.rfind(')')? + 2..)?;
+    after.split(' ').nth(16)?.parse().ok()
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::{lower, nice_in, nice_of};
+
+    /// The nice value of this process's main thread.
+    fn process_nice() -> i32 {
+        nice_in(&std::fs::read_to_string("/proc/self/stat").unwrap()).unwrap()
+    }
+
+    /// A thread found by its name gets the nice value, and no other does.
+    #[test]
+    fn a_named_thread_is_lowered_and_no_other() {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("ichido-test-lo".into())
+            .spawn(move || {
+                ready_tx.send(()).unwrap();
+                done_rx.recv().unwrap();
+            })
+            .unwrap();
+        ready_rx.recv().unwrap();
+        let before = process_nice();
+        assert_eq!(nice_of("ichido-test-lo"), vec![before]);
+        assert_eq!(lower("ichido-test-lo", 15).unwrap(), 1);
+        assert_eq!(nice_of("ichido-test-lo"), vec![15]);
+        assert_eq!(process_nice(), before);
+        assert_eq!(lower("no-such-thread", 15).unwrap(), 0);
+        done_tx.send(()).unwrap();
+        thread.join().unwrap();
+    }
+
+    /// A name in parentheses with spaces does not shift the fields.
+    #[test]
+    fn the_nice_value_is_read_after_the_name() {
+        let stat = "42 (a (b) c) S 1 42 42 0 -1 4194304 100 0 0 0 5 6 0 0 20 19 3 0 100 0";
+        assert_eq!(nice_in(stat), Some(19));
+    }
+}
