@@ -32,7 +32,9 @@
 #                     which flatters a million tokens (docs/performance.md)
 #   --threads         also print, per run, each thread's CPU time per
 #                     validation (µs, from /proc, by thread name: the
-#                     server's runtime, writer and SQLite connection
+#                     server's runtime, writer, audit filer (ichido-filer)
+#                     and merger (ichido-merger),
+#                     checkpoints (ichido-ckpt) and other SQLite connection
 #                     threads, the bench's) and how idle the machine was,
 #                     over a window of the run after the import (the first
 #                     server and bench; needs a --duration of 5 s or more)

@@ -78,6 +78,9 @@ pub struct SqliteStore {
     reads: reads::TokenReads,
     /// The connection that files the audit index (see [`auditindex`]).
     filer: SqlitePool,
+    /// The connection that merges the index's runs, at the lowest CPU
+    /// priority (see [`priority`]).
+    merger: SqlitePool,
     /// Held while any clone of the store lives; the filer stops without it.
     _filing: tokio::sync::mpsc::Sender<()>,
     /// The connection of the background WAL checkpoints (see
@@ -159,11 +162,11 @@ impl SqliteStore {
         auditindex::prepare(&connect, &index_file)
             .await
             .map_err(|e| OpenError::Connect(format!("cannot open the audit index file: {e}")))?;
-        // The filer's connection thread runs at the lowest priority (see
-        // [`priority`]): merging runs must not take the writer's turn on
-        // the CPU.
         let filer = pool_options(1)
-            .after_connect(auditindex::attacher(index_file.clone(), true))
+            .after_connect(auditindex::attacher(
+                index_file.clone(),
+                auditindex::Role::Filer,
+            ))
             .connect_with(
                 connect
                     .clone()
@@ -171,8 +174,23 @@ impl SqliteStore {
             )
             .await
             .map_err(|e| OpenError::Connect(e.to_string()))?;
+        // The merger's connection thread runs at the lowest priority (see
+        // [`priority`]): merging runs must not take the writer's turn on
+        // the CPU.
+        let merger = pool_options(1)
+            .after_connect(auditindex::attacher(
+                index_file.clone(),
+                auditindex::Role::Merger,
+            ))
+            .connect_with(
+                connect
+                    .clone()
+                    .thread_name(|_| priority::MERGER_THREAD.to_owned()),
+            )
+            .await
+            .map_err(|e| OpenError::Connect(e.to_string()))?;
         let pool = pool_options(opts.max_connections.max(1))
-            .after_connect(auditindex::attacher(index_file, false))
+            .after_connect(auditindex::attacher(index_file, auditindex::Role::Reader))
             .connect_with(connect.clone())
             .await
             .map_err(|e| OpenError::Connect(e.to_string()))?;
@@ -184,7 +202,7 @@ impl SqliteStore {
         )
         .map_err(|e| OpenError::Connect(format!("cannot start the writer thread: {e}")))?;
         let reads = reads::TokenReads::start(pool.clone(), opts.max_connections.max(1));
-        let _filing = auditindex::start(filer.clone(), filing);
+        let _filing = auditindex::start(filer.clone(), merger.clone(), filing);
         let checkpoints = {
             let pool = pool_options(1)
                 .connect_with(connect.thread_name(|_| priority::CHECKPOINT_THREAD.to_owned()))
@@ -200,6 +218,7 @@ impl SqliteStore {
             batch,
             reads,
             filer,
+            merger,
             _filing,
             checkpoints,
             _throwaway: dir,
@@ -226,6 +245,7 @@ impl SqliteStore {
         }
         self.checkpoints.0.close().await;
         self.filer.close().await;
+        self.merger.close().await;
         self.pool.close().await;
         self.writer.close().await;
     }
@@ -1154,7 +1174,9 @@ mod audit_ref_tests {
         for i in 1..=60 {
             store.append_audit(record(i)).await.unwrap();
             if i == 25 || i == 40 {
-                super::auditindex::file_all(&store.filer).await.unwrap();
+                super::auditindex::file_all(&store.filer, &store.merger)
+                    .await
+                    .unwrap();
             }
         }
         let all = store.audit_chain(0, 1000).await.unwrap();
@@ -1199,7 +1221,9 @@ mod audit_ref_tests {
         };
         for i in 31..=130 {
             store.append_audit(record(i)).await.unwrap();
-            super::auditindex::file_all(&store.filer).await.unwrap();
+            super::auditindex::file_all(&store.filer, &store.merger)
+                .await
+                .unwrap();
         }
         assert_eq!(filed_upto(&store).await, 130);
         let all = store.audit_chain(0, 1000).await.unwrap();
@@ -1242,7 +1266,9 @@ mod audit_ref_tests {
             .execute(&store.filer)
             .await
             .unwrap();
-        super::auditindex::file_all(&store.filer).await.unwrap();
+        super::auditindex::file_all(&store.filer, &store.merger)
+            .await
+            .unwrap();
         assert_eq!(count("SELECT COUNT(*) FROM idx.audit_user_refs").await, 0);
         assert_eq!(filed_upto(&store).await, 130);
         assert_lookups_match(&store, &all).await;
@@ -1262,7 +1288,9 @@ mod audit_ref_tests {
         for i in 1..=150 {
             store.append_audit(record(i)).await.unwrap();
             if i % 3 == 0 {
-                super::auditindex::file_all(&store.filer).await.unwrap();
+                super::auditindex::file_all(&store.filer, &store.merger)
+                    .await
+                    .unwrap();
             }
         }
         let before = store.audit_chain(0, 1000).await.unwrap();
@@ -1271,7 +1299,9 @@ mod audit_ref_tests {
             tokio::spawn(async move {
                 for i in 151..=400 {
                     store.append_audit(record(i)).await.unwrap();
-                    super::auditindex::file_all(&store.filer).await.unwrap();
+                    super::auditindex::file_all(&store.filer, &store.merger)
+                        .await
+                        .unwrap();
                 }
             })
         };
@@ -1367,7 +1397,9 @@ mod audit_ref_tests {
         let old_log = store.audit_chain(0, 1000).await.unwrap();
         assert_eq!(old_log.len(), 40);
         assert_lookups_match(&store, &old_log).await;
-        super::auditindex::file_all(&store.filer).await.unwrap();
+        super::auditindex::file_all(&store.filer, &store.merger)
+            .await
+            .unwrap();
         let upto = filed_upto(&store).await;
         assert_eq!(upto, 40, "the existing log is filed");
         assert!(dir.path().join("old.db-audit-index").exists());
@@ -1404,7 +1436,9 @@ mod audit_ref_tests {
         for i in 21..=40 {
             store.append_audit(record(i)).await.unwrap();
         }
-        super::auditindex::file_all(&store.filer).await.unwrap();
+        super::auditindex::file_all(&store.filer, &store.merger)
+            .await
+            .unwrap();
         store.close().await;
         drop(store);
 
@@ -1431,7 +1465,9 @@ mod audit_ref_tests {
         let all = store.audit_chain(0, 1000).await.unwrap();
         assert_eq!(all.len(), 45);
         assert_lookups_match(&store, &all).await;
-        super::auditindex::file_all(&store.filer).await.unwrap();
+        super::auditindex::file_all(&store.filer, &store.merger)
+            .await
+            .unwrap();
         let upto = filed_upto(&store).await;
         assert_eq!(upto, 45, "rebuilt from the restored log");
         assert_lookups_match(&store, &all).await;
@@ -1444,7 +1480,9 @@ mod audit_ref_tests {
         }
         std::fs::write(dir.path().join("a.db-audit-index"), vec![0x5a; 8192]).unwrap();
         let store = open().await.unwrap();
-        super::auditindex::file_all(&store.filer).await.unwrap();
+        super::auditindex::file_all(&store.filer, &store.merger)
+            .await
+            .unwrap();
         assert_lookups_match(&store, &all).await;
     }
 }
@@ -1479,12 +1517,15 @@ mod file_tests {
         assert_eq!(mode & 0o777, 0o600);
     }
 
-    /// The audit filer's connection thread runs at the lowest priority;
-    /// the checkpoints' thread keeps the process's (see `priority`).
+    /// The audit index merger's connection thread runs at the lowest
+    /// priority; the filer's and the checkpoints' keep the process's (see
+    /// `priority`).
     #[cfg(target_os = "linux")]
     #[tokio::test]
-    async fn the_filer_thread_runs_at_the_lowest_priority() {
-        use super::priority::{nice_in, nice_of, CHECKPOINT_THREAD, FILER_NICE, FILER_THREAD};
+    async fn the_merger_thread_runs_at_the_lowest_priority() {
+        use super::priority::{
+            nice_in, nice_of, CHECKPOINT_THREAD, FILER_THREAD, MERGER_NICE, MERGER_THREAD,
+        };
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("ichido.db").display());
         let store = SqliteStore::open(&url, &StoreOptions::default())
@@ -1492,13 +1533,15 @@ mod file_tests {
             .unwrap();
         // Other tests' stores may have threads of these names too: each
         // must be as this store's are.
-        let filers = nice_of(FILER_THREAD);
-        assert!(!filers.is_empty());
-        assert!(filers.iter().all(|&n| n == FILER_NICE), "{filers:?}");
+        let mergers = nice_of(MERGER_THREAD);
+        assert!(!mergers.is_empty());
+        assert!(mergers.iter().all(|&n| n == MERGER_NICE), "{mergers:?}");
         let process = nice_in(&std::fs::read_to_string("/proc/self/stat").unwrap()).unwrap();
-        let checkpoints = nice_of(CHECKPOINT_THREAD);
-        assert!(!checkpoints.is_empty());
-        assert!(checkpoints.iter().all(|&n| n == process), "{checkpoints:?}");
+        for name in [FILER_THREAD, CHECKPOINT_THREAD] {
+            let threads = nice_of(name);
+            assert!(!threads.is_empty(), "{name}");
+            assert!(threads.iter().all(|&n| n == process), "{name}: {threads:?}");
+        }
         store.close().await;
     }
 
@@ -1563,7 +1606,9 @@ mod file_tests {
         store.append_audit(audit).await.unwrap();
         assert_eq!(store.audit_chain(0, 10).await.unwrap().len(), 1);
         // The old index file is filed like a new one.
-        super::auditindex::file_all(&store.filer).await.unwrap();
+        super::auditindex::file_all(&store.filer, &store.merger)
+            .await
+            .unwrap();
         let upto: i64 = sqlx::query_scalar("SELECT upto FROM idx.audit_index_state")
             .fetch_one(&store.pool)
             .await
@@ -1572,9 +1617,9 @@ mod file_tests {
         store.close().await;
     }
 
-    /// The filer's connection has its large page cache for the index and
-    /// keeps the index's WAL file bounded; the readers keep SQLite's
-    /// default cache.
+    /// The filer's and the merger's connections have their large page
+    /// cache for the index and keep the index's WAL file bounded; the
+    /// readers keep SQLite's default cache.
     #[tokio::test]
     async fn the_filer_alone_gets_a_large_index_cache() {
         let store = SqliteStore::open("sqlite::memory:", &StoreOptions::default())
@@ -1586,20 +1631,21 @@ mod file_tests {
                 .await
                 .unwrap()
         };
-        assert_eq!(
-            cache(store.filer.clone()).await,
-            -super::auditindex::FILER_CACHE_KIB
-        );
+        for pool in [store.filer.clone(), store.merger.clone()] {
+            assert_eq!(cache(pool).await, -super::auditindex::FILER_CACHE_KIB);
+        }
         assert_ne!(
             cache(store.pool.clone()).await,
             -super::auditindex::FILER_CACHE_KIB
         );
         // And a bound on the index's WAL file after a large merge.
-        let wal_limit: i64 = sqlx::query_scalar("PRAGMA idx.journal_size_limit")
-            .fetch_one(&store.filer)
-            .await
-            .unwrap();
-        assert_eq!(wal_limit, super::auditindex::WAL_KEEP_BYTES);
+        for pool in [&store.filer, &store.merger] {
+            let wal_limit: i64 = sqlx::query_scalar("PRAGMA idx.journal_size_limit")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(wal_limit, super::auditindex::WAL_KEEP_BYTES);
+        }
         store.close().await;
     }
 }

@@ -147,13 +147,25 @@ pub(super) async fn attach(conn: &mut SqliteConnection, file: &Path) -> sqlx::Re
 /// A future of [`attach`] on a connection of a pool.
 type Attaching<'c> = Pin<Box<dyn Future<Output = sqlx::Result<()>> + Send + 'c>>;
 
+/// What a connection of a pool does with the index.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    /// Look-ups.
+    Reader,
+    /// Filing: reads the log, adds runs.
+    Filer,
+    /// Merging runs: the index alone, at the lowest CPU priority.
+    Merger,
+}
+
 /// The `after_connect` hook that attaches the index at `file` to each new
-/// connection of a pool; with `filer`, the connection files the index,
-/// gets a page cache of [`FILER_CACHE_KIB`] for it, and its thread (named
-/// [`super::priority::FILER_THREAD`]) the lowest CPU priority.
+/// connection of a pool. The filer's and the merger's connections get a
+/// page cache of [`FILER_CACHE_KIB`] for the index and bound its WAL file;
+/// the merger's thread (named [`super::priority::MERGER_THREAD`]) gets the
+/// lowest CPU priority.
 pub(super) fn attacher(
     file: PathBuf,
-    filer: bool,
+    role: Role,
 ) -> impl for<'c> Fn(&'c mut SqliteConnection, PoolConnectionMetadata) -> Attaching<'c>
        + Send
        + Sync
@@ -162,23 +174,25 @@ pub(super) fn attacher(
         let file = file.clone();
         Box::pin(async move {
             attach(conn, &file).await?;
-            if filer {
+            if role != Role::Reader {
                 sqlx::query(&format!(
                     "PRAGMA idx.cache_size = -{FILER_CACHE_KIB}; PRAGMA idx.journal_size_limit = {WAL_KEEP_BYTES}"
                 ))
                 .execute(&mut *conn)
                 .await?;
+            }
+            if role == Role::Merger {
                 // This connection's thread (named by the pool's options)
                 // works at the lowest priority; a new connection's too.
                 match super::priority::lower(
-                    super::priority::FILER_THREAD,
-                    super::priority::FILER_NICE,
+                    super::priority::MERGER_THREAD,
+                    super::priority::MERGER_NICE,
                 ) {
                     Ok(threads) => {
-                        tracing::debug!(threads, "audit filer at the lowest CPU priority")
+                        tracing::debug!(threads, "audit index merges at the lowest CPU priority");
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "the audit filer's CPU priority could not be lowered")
+                        tracing::warn!(error = %e, "the audit index merger's CPU priority could not be lowered");
                     }
                 }
             }
@@ -424,13 +438,19 @@ pub(super) async fn merge_some(conn: &mut SqliteConnection) -> StoreResult<bool>
     Ok(true)
 }
 
-/// Files everything there is now, chunk after chunk, merging runs as they
-/// come (a large log makes many).
-pub(super) async fn file_all(pool: &SqlitePool) -> StoreResult<()> {
-    let mut conn = pool.acquire().await.map_err(db_err)?;
+/// Files everything there is now, chunk after chunk, on `filer`'s
+/// connection, merging runs as they come (a large log makes many) on
+/// `merger`'s, one after the other. Filing reads the log, so it runs at
+/// the normal priority and briefly: a read of the store's file held long
+/// would keep the checkpoints from copying the WAL back past it, and the
+/// WAL would grow. Merging touches the index alone and may take seconds,
+/// at the lowest priority (see [`super::priority`]).
+pub(super) async fn file_all(filer: &SqlitePool, merger: &SqlitePool) -> StoreResult<()> {
+    let mut files = filer.acquire().await.map_err(db_err)?;
+    let mut merges = merger.acquire().await.map_err(db_err)?;
     loop {
-        let more = file_some(&mut conn).await?;
-        while merge_some(&mut conn).await? {}
+        let more = file_some(&mut files).await?;
+        while merge_some(&mut merges).await? {}
         if !more {
             return Ok(());
         }
@@ -440,14 +460,14 @@ pub(super) async fn file_all(pool: &SqlitePool) -> StoreResult<()> {
 /// The filer: every [`EVERY`], files what is new. Ends when the returned
 /// sender (held by the store and its clones) is gone. With `run` false
 /// there is no filer (the index is filed only by [`file_all`]).
-pub(super) fn start(pool: SqlitePool, run: bool) -> mpsc::Sender<()> {
+pub(super) fn start(filer: SqlitePool, merger: SqlitePool, run: bool) -> mpsc::Sender<()> {
     let (keep, mut stop) = mpsc::channel::<()>(1);
     if !run {
         return keep;
     }
     tokio::spawn(async move {
         loop {
-            if let Err(e) = file_all(&pool).await {
+            if let Err(e) = file_all(&filer, &merger).await {
                 tracing::warn!(error = %e, "audit index not brought up to date");
             }
             tokio::select! {

@@ -3,14 +3,16 @@
 //! The writer of acceptances is serial: every request waits for its batch,
 //! and the next batch for the one before. On a machine with few cores, a
 //! background thread that runs beside it at the same priority (the audit
-//! filer merging runs, which can take a core for seconds) takes time slices
+//! index's merges of runs, which can take a core for seconds) takes time slices
 //! the writer and the runtime would have used, and the whole pipeline waits.
 //! The scheduler gives a thread at nice 19 about 1/70 of the share of one
 //! at nice 0 when they compete, and all of the time no one else wants: the
-//! filer then works in the gaps the pipeline leaves (the machine stays some
-//! 15–20% idle under a full bench), and under a load that leaves no gap it
-//! falls behind, which costs look-ups a longer scan of the log's tail and
-//! nothing else (see docs/decisions.md).
+//! merges then run in the gaps the pipeline leaves (the machine stays some
+//! 15–20% idle under a full bench), and under a load that leaves no gap
+//! they fall behind, which costs look-ups more runs to seek and nothing
+//! else (see docs/decisions.md). Filing itself stays at the normal
+//! priority: it reads the store's file, and a starved read would hold back
+//! the checkpoints (see `auditindex::file_all`).
 //!
 //! SQLite's connections run on threads of their own (one per `sqlx`
 //! connection), so a connection's thread is given a name of its own
@@ -21,10 +23,12 @@
 /// The audit filer's connection thread (at most 15 bytes: the kernel's
 /// limit for a thread's name).
 pub(super) const FILER_THREAD: &str = "ichido-filer";
+/// The audit index merger's connection thread.
+pub(super) const MERGER_THREAD: &str = "ichido-merger";
 /// The WAL checkpoints' connection thread.
 pub(super) const CHECKPOINT_THREAD: &str = "ichido-ckpt";
-/// The filer's nice value: the lowest priority.
-pub(super) const FILER_NICE: i32 = 19;
+/// The merger's nice value: the lowest priority.
+pub(super) const MERGER_NICE: i32 = 19;
 
 /// Sets the nice value of every thread of this process named `name` to
 /// `nice`; returns how many there were.
