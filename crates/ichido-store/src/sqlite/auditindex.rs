@@ -58,12 +58,13 @@ const FANOUT: i64 = 8;
 /// references), and a bank filing some million references a day gets a new
 /// final run every few days for its look-ups to seek.
 const FINAL_REFS: i64 = FANOUT.pow(7);
-/// The filer's page cache for the index, in KiB (see [`attacher`]). When
-/// references were put at each key's place, a second's events landed on as
-/// many leaves, and SQLite's default cache (2 MiB) spilled them to the WAL
-/// before the commit (a fifth of the filer's CPU time with a million
-/// tokens); now it holds a merge's sort and the runs' right edges. The
-/// cache grows only as far as used.
+/// The filer's and the merger's page cache for the index, in KiB (see
+/// [`attacher`]). When references were put at each key's place, a second's
+/// events landed on as many leaves, and SQLite's default cache (2 MiB)
+/// spilled them to the WAL before the commit (a fifth of the filer's CPU
+/// time with a million tokens); now it holds the pages a merge writes
+/// before its commit and the runs' right edges. The cache grows only as
+/// far as used.
 pub(super) const FILER_CACHE_KIB: i64 = 64 * 1024;
 /// The page size of a new index file: SQLite's usual 4 KiB. Runs are
 /// written and merged in key order, whole pages one after another, so small
