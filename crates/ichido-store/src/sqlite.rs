@@ -162,31 +162,19 @@ impl SqliteStore {
         auditindex::prepare(&connect, &index_file)
             .await
             .map_err(|e| OpenError::Connect(format!("cannot open the audit index file: {e}")))?;
-        let filer = pool_options(1)
-            .after_connect(auditindex::attacher(
-                index_file.clone(),
-                auditindex::Role::Filer,
-            ))
-            .connect_with(
-                connect
-                    .clone()
-                    .thread_name(|_| priority::FILER_THREAD.to_owned()),
-            )
+        // The index's filer and merger: a connection each, on a thread of
+        // its own name. The merger's thread runs at the lowest priority
+        // (see [`priority`]): merging runs must not take the writer's turn
+        // on the CPU.
+        let index_pool = |role, thread: &'static str| {
+            pool_options(1)
+                .after_connect(auditindex::attacher(index_file.clone(), role))
+                .connect_with(connect.clone().thread_name(move |_| thread.to_owned()))
+        };
+        let filer = index_pool(auditindex::Role::Filer, priority::FILER_THREAD)
             .await
             .map_err(|e| OpenError::Connect(e.to_string()))?;
-        // The merger's connection thread runs at the lowest priority (see
-        // [`priority`]): merging runs must not take the writer's turn on
-        // the CPU.
-        let merger = pool_options(1)
-            .after_connect(auditindex::attacher(
-                index_file.clone(),
-                auditindex::Role::Merger,
-            ))
-            .connect_with(
-                connect
-                    .clone()
-                    .thread_name(|_| priority::MERGER_THREAD.to_owned()),
-            )
+        let merger = index_pool(auditindex::Role::Merger, priority::MERGER_THREAD)
             .await
             .map_err(|e| OpenError::Connect(e.to_string()))?;
         let pool = pool_options(opts.max_connections.max(1))
