@@ -269,6 +269,12 @@ pub trait AuditStore: Send + Sync {
     async fn audit_events(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>>;
     /// Oldest first, `seq > after_seq`, for chain verification.
     async fn audit_chain(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditEvent>>;
+    /// How many events of the log a look-up index kept beside it has yet
+    /// to take in (look-ups find them by scanning the log's tail); `None`
+    /// for a store whose look-ups need no such index.
+    async fn audit_index_lag(&self) -> StoreResult<Option<u64>> {
+        Ok(None)
+    }
 }
 
 #[async_trait]

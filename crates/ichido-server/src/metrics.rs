@@ -10,6 +10,7 @@ use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -44,6 +45,8 @@ pub struct Metrics {
     pub validation_seconds: Histogram,
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_seconds: Family<RouteLabels, Histogram>,
+    /// Set at each scrape, for a store that keeps an audit look-up index.
+    pub audit_index_lag: Gauge,
 }
 
 impl Default for Metrics {
@@ -75,12 +78,19 @@ impl Default for Metrics {
             "HTTP request latency by route",
             http_seconds.clone(),
         );
+        let audit_index_lag = Gauge::default();
+        registry.register(
+            "audit_index_lag_events",
+            "Audit events the SQLite audit look-up index has yet to file (look-ups scan them in the log); 0 for PostgreSQL",
+            audit_index_lag.clone(),
+        );
         Self {
             registry,
             validations,
             validation_seconds,
             http_requests,
             http_seconds,
+            audit_index_lag,
         }
     }
 }

@@ -779,6 +779,20 @@ impl AuditStore for SqliteStore {
         self.batch.append_audit(audit).await
     }
 
+    /// The log's newest event less the index's trusted `upto` (the whole
+    /// log when the index does not match it).
+    async fn audit_index_lag(&self) -> StoreResult<Option<u64>> {
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        let upto = auditindex::trusted_upto(&mut conn).await?;
+        let newest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_events")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        Ok(Some(
+            u64::try_from(newest.saturating_sub(upto)).unwrap_or(0),
+        ))
+    }
+
     /// Events after the audit index's trusted `upto` are found in the tail
     /// of the log (a range of the primary key), older ones through a
     /// reference table of the index when the filter has a key for one (see
@@ -1170,6 +1184,31 @@ mod audit_ref_tests {
         let all = store.audit_chain(0, 1000).await.unwrap();
         assert_eq!(all.len(), 60);
         assert_lookups_match(&store, &all).await;
+    }
+
+    /// The lag is the log's events the index has yet to file: all of them
+    /// before filing, none after, the new ones after more are appended.
+    #[tokio::test]
+    async fn the_index_lag_counts_the_events_not_yet_filed() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("lag.db").display());
+        let store = SqliteStore::open_filing(&url, &StoreOptions::default(), false)
+            .await
+            .unwrap();
+        assert_eq!(store.audit_index_lag().await.unwrap(), Some(0));
+        for i in 1..=12 {
+            store.append_audit(record(i)).await.unwrap();
+        }
+        assert_eq!(store.audit_index_lag().await.unwrap(), Some(12));
+        super::auditindex::file_all(&store.filer, &store.merger)
+            .await
+            .unwrap();
+        assert_eq!(store.audit_index_lag().await.unwrap(), Some(0));
+        for i in 13..=15 {
+            store.append_audit(record(i)).await.unwrap();
+        }
+        assert_eq!(store.audit_index_lag().await.unwrap(), Some(3));
+        store.close().await;
     }
 
     /// Filed event by event, the index is many small runs, merged as they

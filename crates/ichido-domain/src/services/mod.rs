@@ -141,6 +141,14 @@ impl Ichido {
         self.store.ping().await.map_err(DomainError::from)
     }
 
+    /// Audit events not yet in the store's look-up index, if it keeps one.
+    pub async fn audit_index_lag(&self) -> Result<Option<u64>, DomainError> {
+        self.store
+            .audit_index_lag()
+            .await
+            .map_err(DomainError::from)
+    }
+
     fn record(
         &self,
         actor: &Actor,

@@ -25,6 +25,12 @@ pub async fn healthz(State(s): State<AppState>) -> Result<axum::Json<Health>, Ap
 #[utoipa::path(get, path = "/metrics", tag = "service",
     responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain")))]
 pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    // A store that does not answer leaves the gauge as it was: /healthz
+    // reports that.
+    if let Ok(lag) = s.ichido.audit_index_lag().await {
+        let lag = lag.map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        s.metrics.audit_index_lag.set(lag);
+    }
     (
         StatusCode::OK,
         [(

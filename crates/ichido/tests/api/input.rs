@@ -275,4 +275,10 @@ async fn service_endpoints() {
         metrics.contains("route=\"/api/v1/validate\""),
         "labelled by matched route"
     );
+    // The audit index's lag: a gauge, set at the scrape.
+    let lag = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ichido_audit_index_lag_events "))
+        .unwrap_or_else(|| panic!("no audit index lag: {metrics}"));
+    assert!(lag.parse::<u64>().is_ok(), "{lag}");
 }
