@@ -1082,6 +1082,17 @@ impl HealthStore for SqliteStore {
     }
 }
 
+/// Files the whole audit log into the index now, as the filer does in the
+/// background (tests).
+#[cfg(test)]
+impl SqliteStore {
+    async fn file_index(&self) {
+        auditindex::file_all(&self.filer, &self.merger)
+            .await
+            .expect("the audit index files");
+    }
+}
+
 #[cfg(test)]
 mod audit_ref_tests {
     use ichido_domain::audit::{AuditEvent, AuditFilter, AuditRecord};
@@ -1101,6 +1112,15 @@ mod audit_ref_tests {
             token_id: (!i.is_multiple_of(4) && !i.is_multiple_of(7)).then(|| format!("T{}", i % 3)),
             outcome: "ok".into(),
         }
+    }
+
+    /// A store on the file `name` in `dir` whose audit index is filed only
+    /// when the test calls [`SqliteStore::file_index`].
+    async fn unfiled_store(dir: &tempfile::TempDir, name: &str) -> SqliteStore {
+        let url = format!("sqlite://{}", dir.path().join(name).display());
+        SqliteStore::open_filing(&url, &StoreOptions::default(), false)
+            .await
+            .unwrap()
     }
 
     /// How far the audit index says it has filed.
@@ -1176,9 +1196,7 @@ mod audit_ref_tests {
         for i in 1..=60 {
             store.append_audit(record(i)).await.unwrap();
             if i == 25 || i == 40 {
-                super::auditindex::file_all(&store.filer, &store.merger)
-                    .await
-                    .unwrap();
+                store.file_index().await;
             }
         }
         let all = store.audit_chain(0, 1000).await.unwrap();
@@ -1191,18 +1209,13 @@ mod audit_ref_tests {
     #[tokio::test]
     async fn the_index_lag_counts_the_events_not_yet_filed() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("lag.db").display());
-        let store = SqliteStore::open_filing(&url, &StoreOptions::default(), false)
-            .await
-            .unwrap();
+        let store = unfiled_store(&dir, "lag.db").await;
         assert_eq!(store.audit_index_lag().await.unwrap(), Some(0));
         for i in 1..=12 {
             store.append_audit(record(i)).await.unwrap();
         }
         assert_eq!(store.audit_index_lag().await.unwrap(), Some(12));
-        super::auditindex::file_all(&store.filer, &store.merger)
-            .await
-            .unwrap();
+        store.file_index().await;
         assert_eq!(store.audit_index_lag().await.unwrap(), Some(0));
         for i in 13..=15 {
             store.append_audit(record(i)).await.unwrap();
@@ -1218,10 +1231,7 @@ mod audit_ref_tests {
     #[tokio::test]
     async fn runs_are_merged_and_references_from_before_runs_are_found() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("a.db").display());
-        let store = SqliteStore::open_filing(&url, &StoreOptions::default(), false)
-            .await
-            .unwrap();
+        let store = unfiled_store(&dir, "a.db").await;
         for i in 1..=30 {
             store.append_audit(record(i)).await.unwrap();
         }
@@ -1248,9 +1258,7 @@ mod audit_ref_tests {
         };
         for i in 31..=130 {
             store.append_audit(record(i)).await.unwrap();
-            super::auditindex::file_all(&store.filer, &store.merger)
-                .await
-                .unwrap();
+            store.file_index().await;
         }
         assert_eq!(filed_upto(&store).await, 130);
         let all = store.audit_chain(0, 1000).await.unwrap();
@@ -1293,9 +1301,7 @@ mod audit_ref_tests {
             .execute(&store.filer)
             .await
             .unwrap();
-        super::auditindex::file_all(&store.filer, &store.merger)
-            .await
-            .unwrap();
+        store.file_index().await;
         assert_eq!(count("SELECT COUNT(*) FROM idx.audit_user_refs").await, 0);
         assert_eq!(filed_upto(&store).await, 130);
         assert_lookups_match(&store, &all).await;
@@ -1308,16 +1314,11 @@ mod audit_ref_tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn lookups_answer_exactly_while_runs_are_filed_and_merged() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("a.db").display());
-        let store = SqliteStore::open_filing(&url, &StoreOptions::default(), false)
-            .await
-            .unwrap();
+        let store = unfiled_store(&dir, "a.db").await;
         for i in 1..=150 {
             store.append_audit(record(i)).await.unwrap();
             if i % 3 == 0 {
-                super::auditindex::file_all(&store.filer, &store.merger)
-                    .await
-                    .unwrap();
+                store.file_index().await;
             }
         }
         let before = store.audit_chain(0, 1000).await.unwrap();
@@ -1326,9 +1327,7 @@ mod audit_ref_tests {
             tokio::spawn(async move {
                 for i in 151..=400 {
                     store.append_audit(record(i)).await.unwrap();
-                    super::auditindex::file_all(&store.filer, &store.merger)
-                        .await
-                        .unwrap();
+                    store.file_index().await;
                 }
             })
         };
@@ -1424,9 +1423,7 @@ mod audit_ref_tests {
         let old_log = store.audit_chain(0, 1000).await.unwrap();
         assert_eq!(old_log.len(), 40);
         assert_lookups_match(&store, &old_log).await;
-        super::auditindex::file_all(&store.filer, &store.merger)
-            .await
-            .unwrap();
+        store.file_index().await;
         let upto = filed_upto(&store).await;
         assert_eq!(upto, 40, "the existing log is filed");
         assert!(dir.path().join("old.db-audit-index").exists());
@@ -1463,9 +1460,7 @@ mod audit_ref_tests {
         for i in 21..=40 {
             store.append_audit(record(i)).await.unwrap();
         }
-        super::auditindex::file_all(&store.filer, &store.merger)
-            .await
-            .unwrap();
+        store.file_index().await;
         store.close().await;
         drop(store);
 
@@ -1492,9 +1487,7 @@ mod audit_ref_tests {
         let all = store.audit_chain(0, 1000).await.unwrap();
         assert_eq!(all.len(), 45);
         assert_lookups_match(&store, &all).await;
-        super::auditindex::file_all(&store.filer, &store.merger)
-            .await
-            .unwrap();
+        store.file_index().await;
         let upto = filed_upto(&store).await;
         assert_eq!(upto, 45, "rebuilt from the restored log");
         assert_lookups_match(&store, &all).await;
@@ -1507,9 +1500,7 @@ mod audit_ref_tests {
         }
         std::fs::write(dir.path().join("a.db-audit-index"), vec![0x5a; 8192]).unwrap();
         let store = open().await.unwrap();
-        super::auditindex::file_all(&store.filer, &store.merger)
-            .await
-            .unwrap();
+        store.file_index().await;
         assert_lookups_match(&store, &all).await;
     }
 }
@@ -1633,9 +1624,7 @@ mod file_tests {
         store.append_audit(audit).await.unwrap();
         assert_eq!(store.audit_chain(0, 10).await.unwrap().len(), 1);
         // The old index file is filed like a new one.
-        super::auditindex::file_all(&store.filer, &store.merger)
-            .await
-            .unwrap();
+        store.file_index().await;
         let upto: i64 = sqlx::query_scalar("SELECT upto FROM idx.audit_index_state")
             .fetch_one(&store.pool)
             .await
