@@ -30,11 +30,11 @@ pub(super) const CHECKPOINT_THREAD: &str = "ichido-ckpt";
 /// The merger's nice value: the lowest priority.
 pub(super) const MERGER_NICE: i32 = 19;
 
-/// Sets the nice value of every thread of this process named `name` to
-/// `nice`; returns how many there were.
+/// The thread IDs and `/proc` directories of this process's threads named
+/// `name`.
 #[cfg(target_os = "linux")]
-pub(super) fn lower(name: &str, nice: i32) -> std::io::Result<usize> {
-    let mut lowered = 0;
+fn threads_named(name: &str) -> std::io::Result<Vec<(i32, std::path::PathBuf)>> {
+    let mut found = Vec::new();
     for task in std::fs::read_dir("/proc/self/task")? {
         let task = task?;
         // A thread that has just ended has no `comm` any more.
@@ -44,12 +44,20 @@ pub(super) fn lower(name: &str, nice: i32) -> std::io::Result<usize> {
         if comm.trim_end() != name {
             continue;
         }
-        let tid = task
-            .file_name()
-            .to_str()
-            .and_then(|t| t.parse::<i32>().ok())
-            .and_then(rustix::process::Pid::from_raw);
-        if let Some(tid) = tid {
+        if let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) {
+            found.push((tid, task.path()));
+        }
+    }
+    Ok(found)
+}
+
+/// Sets the nice value of every thread of this process named `name` to
+/// `nice`; returns how many there were.
+#[cfg(target_os = "linux")]
+pub(super) fn lower(name: &str, nice: i32) -> std::io::Result<usize> {
+    let mut lowered = 0;
+    for (tid, _) in threads_named(name)? {
+        if let Some(tid) = rustix::process::Pid::from_raw(tid) {
             // On Linux a thread ID given as the process sets that thread's
             // priority alone (setpriority(2), NOTES).
             rustix::process::setpriority_process(Some(tid), nice)?;
@@ -69,18 +77,12 @@ pub(super) fn lower(_name: &str, _nice: i32) -> std::io::Result<usize> {
 /// The nice values of this process's threads named `name` (tests).
 #[cfg(all(test, target_os = "linux"))]
 pub(super) fn nice_of(name: &str) -> Vec<i32> {
-    let mut found = Vec::new();
-    for task in std::fs::read_dir("/proc/self/task").into_iter().flatten() {
-        let Ok(task) = task else { continue };
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim_end() != name {
-            continue;
-        }
-        if let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) {
-            found.extend(nice_in(&stat));
-        }
-    }
-    found
+    threads_named(name)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(_, dir)| std::fs::read_to_string(dir.join("stat")).ok())
+        .filter_map(|stat| nice_in(&stat))
+        .collect()
 }
 
 /// The nice value in a `/proc/…/stat` line: the 19th field, the 17th
