@@ -150,11 +150,8 @@ pub fn app(state: AppState) -> Router {
                     header::CACHE_CONTROL,
                     HeaderValue::from_static("no-store"),
                 ))
-                .layer(axum::middleware::map_response(payload_too_large))
-                .layer(axum::middleware::from_fn_with_state(
-                    Arc::clone(&state.metrics),
-                    metrics::track,
-                )),
+                .map_response(payload_too_large)
+                .layer(metrics::TrackLayer(Arc::clone(&state.metrics))),
         )
         .with_state(state)
 }
@@ -163,7 +160,7 @@ pub fn app(state: AppState) -> Router {
 /// body. A 413 also closes the connection (`Connection: close`): the rest of
 /// the refused body is still on its way, so the connection cannot carry a
 /// next request, and a client must not put it back in its pool.
-async fn payload_too_large(resp: axum::response::Response) -> axum::response::Response {
+fn payload_too_large(resp: axum::response::Response) -> axum::response::Response {
     if resp.status() != axum::http::StatusCode::PAYLOAD_TOO_LARGE {
         return resp;
     }

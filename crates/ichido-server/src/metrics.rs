@@ -1,11 +1,15 @@
 //! Prometheus metrics: validations by outcome, validation latency, HTTP requests
 //! by route (the matched path, never the raw URL) and status.
 
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
+use axum::extract::{MatchedPath, Request};
+use axum::http::Method;
 use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -16,12 +20,12 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    pub outcome: String,
+    pub outcome: Cow<'static, str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
-    pub method: String,
+    pub method: Cow<'static, str>,
     pub route: String,
     pub status: u16,
 }
@@ -96,10 +100,10 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn record_validation(&self, outcome: &str, started: Instant) {
+    pub fn record_validation(&self, outcome: &'static str, started: Instant) {
         self.validations
             .get_or_create(&OutcomeLabels {
-                outcome: outcome.to_owned(),
+                outcome: Cow::Borrowed(outcome),
             })
             .inc();
         self.validation_seconds
@@ -116,27 +120,116 @@ impl Metrics {
     }
 }
 
-/// Middleware counting every request by its matched route.
-pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().as_str().to_owned();
-    let resp = next.run(req).await;
-    metrics
-        .http_requests
-        .get_or_create(&HttpLabels {
-            method,
-            route: route.clone(),
-            status: resp.status().as_u16(),
-        })
-        .inc();
-    metrics
-        .http_seconds
-        .get_or_create(&RouteLabels { route })
-        .observe(started.elapsed().as_secs_f64());
-    resp
+/// The layer counting every request by its matched route, method and
+/// status, and timing it by route. A plain `tower` layer rather than
+/// `axum::middleware::from_fn`, which boxes the request's future and the
+/// rest of the route's service for every request.
+#[derive(Clone)]
+pub struct TrackLayer(pub Arc<Metrics>);
+
+impl<S> tower::Layer<S> for TrackLayer {
+    type Service = Track<S>;
+
+    fn layer(&self, inner: S) -> Track<S> {
+        Track {
+            inner,
+            metrics: Arc::clone(&self.0),
+        }
+    }
+}
+
+/// The service of [`TrackLayer`].
+#[derive(Clone)]
+pub struct Track<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S> tower::Service<Request> for Track<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = TrackFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let started = Instant::now();
+        let route = req
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+        let method = method_label(req.method());
+        TrackFuture {
+            inner: self.inner.call(req),
+            seen: Some(Seen {
+                metrics: Arc::clone(&self.metrics),
+                started,
+                method,
+                route,
+            }),
+        }
+    }
+}
+
+/// What a request's count and time are recorded under, once it is answered.
+struct Seen {
+    metrics: Arc<Metrics>,
+    started: Instant,
+    method: Cow<'static, str>,
+    route: String,
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Track`]: the route's own, then the count and time.
+    pub struct TrackFuture<F> {
+        #[pin]
+        inner: F,
+        seen: Option<Seen>,
+    }
+}
+
+impl<F, E> Future for TrackFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = std::task::ready!(this.inner.poll(cx));
+        if let (Ok(resp), Some(seen)) = (&out, this.seen.take()) {
+            let labels = HttpLabels {
+                method: seen.method,
+                route: seen.route,
+                status: resp.status().as_u16(),
+            };
+            seen.metrics.http_requests.get_or_create(&labels).inc();
+            seen.metrics
+                .http_seconds
+                .get_or_create(&RouteLabels {
+                    route: labels.route,
+                })
+                .observe(seen.started.elapsed().as_secs_f64());
+        }
+        Poll::Ready(out)
+    }
+}
+
+/// The method as a label, without an allocation for the usual ones.
+fn method_label(m: &Method) -> Cow<'static, str> {
+    Cow::Borrowed(match m.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        "PATCH" => "PATCH",
+        other => return Cow::Owned(other.to_owned()),
+    })
 }

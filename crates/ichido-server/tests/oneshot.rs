@@ -95,3 +95,37 @@ async fn health_answers_when_the_store_does() {
         (StatusCode::OK, Some("ok"))
     );
 }
+
+#[tokio::test]
+async fn every_request_is_counted_by_method_matched_route_and_status() {
+    let s = state().await;
+    for _ in 0..2 {
+        let req = Request::post("/api/v1/validate")
+            .header("content-type", "application/json")
+            .body(Body::from("{}"))
+            .unwrap();
+        assert_eq!(call(&s, req).await.0, StatusCode::UNAUTHORIZED);
+    }
+    let req = Request::delete("/api/v1/contracts/1/users/u/token")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(call(&s, req).await.0, StatusCode::UNAUTHORIZED);
+    let req = Request::get("/no/such/page").body(Body::empty()).unwrap();
+    assert_eq!(call(&s, req).await.0, StatusCode::NOT_FOUND);
+    let req = Request::builder()
+        .method("PROPFIND")
+        .uri("/healthz")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(call(&s, req).await.0, StatusCode::METHOD_NOT_ALLOWED);
+    let text = s.metrics.render();
+    for line in [
+        r#"ichido_http_requests_total{method="POST",route="/api/v1/validate",status="401"} 2"#,
+        r#"ichido_http_requests_total{method="DELETE",route="/api/v1/contracts/{contract_no}/users/{user_id}/token",status="401"} 1"#,
+        r#"ichido_http_requests_total{method="GET",route="unmatched",status="404"} 1"#,
+        r#"ichido_http_requests_total{method="PROPFIND",route="/healthz",status="405"} 1"#,
+        r#"ichido_http_request_duration_seconds_count{route="/api/v1/validate"} 2"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+    }
+}
