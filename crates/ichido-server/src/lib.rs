@@ -12,7 +12,7 @@ pub mod web;
 
 use std::sync::Arc;
 
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderName, HeaderValue};
 use axum::routing::{delete, get, post};
 use axum::Router;
 use ichido_domain::Ichido;
@@ -108,21 +108,11 @@ pub fn app(state: AppState) -> Router {
         .merge(web::router(state.clone()))
         .route("/healthz", get(service::healthz))
         .route("/metrics", get(service::metrics))
-        .layer(
-            ServiceBuilder::new()
-                .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
-                .layer(RequestBodyLimitLayer::new(BODY_LIMIT)),
-        );
+        .layer(body_limit(BODY_LIMIT));
     // Bulk import alone takes large bodies (1,000 entries per request).
     let bulk = Router::new()
         .route("/api/v1/import", post(api::import::import))
-        .layer(
-            ServiceBuilder::new()
-                .layer(axum::extract::DefaultBodyLimit::max(
-                    api::import::IMPORT_BODY_LIMIT,
-                ))
-                .layer(RequestBodyLimitLayer::new(api::import::IMPORT_BODY_LIMIT)),
-        );
+        .layer(body_limit(api::import::IMPORT_BODY_LIMIT));
     Router::new()
         .merge(small_bodies)
         .merge(bulk)
@@ -142,18 +132,29 @@ pub fn app(state: AppState) -> Router {
                         "internal error",
                     ))
                 }))
-                .layer(SetResponseHeaderLayer::overriding(
-                    header::X_CONTENT_TYPE_OPTIONS,
-                    HeaderValue::from_static("nosniff"),
-                ))
-                .layer(SetResponseHeaderLayer::overriding(
-                    header::CACHE_CONTROL,
-                    HeaderValue::from_static("no-store"),
-                ))
+                .layer(overriding(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+                .layer(overriding(header::CACHE_CONTROL, "no-store"))
                 .map_response(payload_too_large)
                 .layer(metrics::TrackLayer(Arc::clone(&state.metrics))),
         )
         .with_state(state)
+}
+
+/// A body limit as one layer (one boxed level per route, see `app`): axum's
+/// extractors' limit and the body's own, outermost first.
+fn body_limit(max: usize) -> (axum::extract::DefaultBodyLimit, RequestBodyLimitLayer) {
+    (
+        axum::extract::DefaultBodyLimit::max(max),
+        RequestBodyLimitLayer::new(max),
+    )
+}
+
+/// Sets a response header, replacing any the handler set.
+pub(crate) fn overriding(
+    name: HeaderName,
+    value: &'static str,
+) -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value))
 }
 
 /// The body-limit layer answers 413 in plain text; answer with the contract's

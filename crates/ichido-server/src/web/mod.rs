@@ -20,9 +20,8 @@ use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::AppState;
+use crate::{overriding, AppState};
 
 /// The Content-Security-Policy of every page: nothing but our own stylesheet
 /// and inline images (the QR code); no script at all; forms post only here.
@@ -55,22 +54,17 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/console/action", post(console::action))
         .route("/console/audit", get(console::audit))
         .route_layer(axum::middleware::from_fn_with_state(state, limit_pages))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CSP),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_FRAME_OPTIONS,
-            HeaderValue::from_static("DENY"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("same-origin"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            HeaderName::from_static("cross-origin-opener-policy"),
-            HeaderValue::from_static("same-origin"),
-        ));
+        // One layer call: axum boxes each route once more per call.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(overriding(header::CONTENT_SECURITY_POLICY, CSP))
+                .layer(overriding(header::X_FRAME_OPTIONS, "DENY"))
+                .layer(overriding(header::REFERRER_POLICY, "same-origin"))
+                .layer(overriding(
+                    HeaderName::from_static("cross-origin-opener-policy"),
+                    "same-origin",
+                )),
+        );
     pages.route("/assets/ichido.css", get(stylesheet))
 }
 
