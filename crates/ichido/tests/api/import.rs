@@ -180,3 +180,47 @@ async fn bench_imports_its_tokens_and_reports_json_on_the_last_line() {
         }
     }
 }
+
+/// With `--warmup`, the bench validates before its measured run and leaves
+/// those validations out of the figures: the server accepted more codes
+/// than the bench measured, and the measured run lasted `--duration`.
+#[tokio::test]
+async fn bench_warmup_validates_but_is_not_measured() {
+    let server = Server::start(&["--rate-limit-per-address", "0"]);
+    let key = server.operator_key("bench");
+    let out = tokio::process::Command::new(BIN)
+        .args(["bench", "--url", &server.base, "--tokens", "100"])
+        .args(["--concurrency", "4", "--duration", "1", "--warmup", "1"])
+        .args(["--replay-probe-every", "0", "--json"])
+        .env("ICHIDO_OPERATOR_KEY", &key)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("warming up for 1 s"), "{stderr}");
+    let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["warmup_secs"], 1, "{last}");
+    assert_eq!(last["correctness_failures"], 0, "{last}");
+    let secs = last["duration_secs"].as_f64().unwrap();
+    assert!((1.0..1.9).contains(&secs), "measured for {secs} s: {last}");
+    let measured = last["measured"].as_u64().unwrap();
+    assert!(measured > 0, "{last}");
+    assert_eq!(last["accepted"].as_u64().unwrap(), measured, "{last}");
+    let metrics = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let accepted: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ichido_validations_total{outcome=\"ok\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no ok count in {metrics}"));
+    assert!(
+        accepted > measured,
+        "the warm-up's validations reached the server: {accepted} accepted, {measured} measured"
+    );
+}
