@@ -3,7 +3,7 @@
 # times, and prints every run's JSON line and the medians. The figures of
 # docs/performance.md come from this script.
 #
-#   scripts/bench.sh [--runs N] [--fresh] [--compare BIN] [--instances N] [--pin] [--postgres URL] [--grown-index] [--server-arg ARG]... [-- BENCH ARGS]
+#   scripts/bench.sh [--runs N] [--fresh] [--compare BIN] [--instances N] [--pin] [--postgres URL] [--grown-index] [--grown-index-file FILE] [--server-arg ARG]... [-- BENCH ARGS]
 #
 #   --runs N          runs of the bench against the same server (default 3)
 #   --fresh           a fresh database and server for every run (each run
@@ -30,6 +30,13 @@
 #                     the bench the matching --contract-no (SQLite only;
 #                     implies --fresh). A new database's index is empty,
 #                     which flatters a million tokens (docs/performance.md)
+#   --grown-index-file FILE
+#                     --grown-index, with the grown index kept in FILE: built
+#                     there if FILE does not exist, copied from it if it
+#                     does. Growing it takes minutes; with one FILE,
+#                     invocations that take turns (a thousand tokens, then
+#                     a million, and again) build it once. Delete FILE after
+#                     a change to the index's schema
 #   --threads         also print, per run, each thread's CPU time per
 #                     validation (µs, from /proc, by thread name: the
 #                     server's runtime, writer, audit filer (ichido-filer)
@@ -61,6 +68,7 @@ pg=""
 server_args=()
 threads=""
 grown=""
+grown_file=""
 server_cpu=()
 bench_cpu=()
 while [ $# -gt 0 ]; do
@@ -75,6 +83,7 @@ while [ $# -gt 0 ]; do
     --server-arg) server_args+=("$2"); shift 2 ;;
     --threads) threads=1; shift ;;
     --grown-index) grown=1; fresh=1; shift ;;
+    --grown-index-file) grown=1; fresh=1; grown_file="$2"; shift 2 ;;
     --) shift; break ;;
     *) echo "unknown option: $1 (see the head of $0)" >&2; exit 2 ;;
   esac
@@ -119,15 +128,17 @@ start_servers() {
   fi
   key="$("$bin" operator create bench --database "$db" | head -n 1)"
   if [ -n "$grown" ]; then
-    # Built once from the first build's new (empty) index, then the same
-    # file for every run and build.
-    if [ ! -f "$work/grown-index" ]; then
-      cp "$work/bench.db-audit-index" "$work/grown-index"
+    # Built once from the first build's new (empty) index (or kept in
+    # --grown-index-file), then the same file for every run and build.
+    grown_index="${grown_file:-$work/grown-index}"
+    if [ ! -f "$grown_index" ]; then
+      cp "$work/bench.db-audit-index" "$work/grown-index.part"
       # shellcheck disable=SC2086 # GROW_ARGS is a list of options
-      python3 scripts/grow-audit-index.py "$work/grown-index" --contract-no bench-grown ${GROW_ARGS:-} >&2
+      python3 scripts/grow-audit-index.py "$work/grown-index.part" --contract-no bench-grown ${GROW_ARGS:-} >&2
+      mv "$work/grown-index.part" "$grown_index"
     fi
     rm -f "$work"/bench.db-audit-index*
-    cp "$work/grown-index" "$work/bench.db-audit-index"
+    cp "$grown_index" "$work/bench.db-audit-index"
   fi
   ports=()
   for n in $(seq 1 "$instances"); do
