@@ -1503,6 +1503,66 @@ mod audit_ref_tests {
         store.file_index().await;
         assert_lookups_match(&store, &all).await;
     }
+
+    /// A merge reads and writes the index alone: while its transaction is
+    /// open, the store's WAL can still be checkpointed to its end and reset.
+    /// (With `json_each`, which belongs to `main`, in its deletes, a merge
+    /// held a read of the store's file for its whole length, seconds, and
+    /// the store's WAL grew behind the writer meanwhile.)
+    #[tokio::test]
+    async fn a_merge_holds_no_read_of_the_store_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = unfiled_store(&dir, "merge.db").await;
+        // Eight runs of one reference each, as eight filings leave them.
+        let mut setup = store.merger.acquire().await.unwrap();
+        for run in 1..=8i64 {
+            sqlx::query("INSERT INTO idx.audit_runs (run, refs) VALUES (?, 1)")
+                .bind(run)
+                .execute(&mut *setup)
+                .await
+                .unwrap();
+            sqlx::query(
+                "INSERT INTO idx.audit_token_run_refs (run, token_id, seq) VALUES (?, 'T1', ?)",
+            )
+            .bind(run)
+            .bind(1000 + run)
+            .execute(&mut *setup)
+            .await
+            .unwrap();
+        }
+        drop(setup);
+
+        let mut merging = store.merger.acquire().await.unwrap();
+        sqlx::query("BEGIN").execute(&mut *merging).await.unwrap();
+        let merged = super::auditindex::merge_in(&mut merging).await.unwrap();
+        assert_eq!(merged, Some((8, 8)));
+        // The merge's transaction is open; the store's file takes a write,
+        // and a checkpoint that waits for every reader of the store's WAL
+        // succeeds (retried: the background checkpoints may hold it a moment;
+        // each try waits up to the busy timeout for readers).
+        store.append_audit(record(1)).await.unwrap();
+        let mut busy = 1;
+        for _ in 0..5 {
+            let (b, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA main.wal_checkpoint(TRUNCATE)")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+            busy = b;
+            if busy == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(busy, 0, "the merge holds a read of the store's file");
+        sqlx::query("COMMIT").execute(&mut *merging).await.unwrap();
+        drop(merging);
+        let runs: Vec<(i64, i64)> = sqlx::query_as("SELECT run, refs FROM idx.audit_runs")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(runs, vec![(9, 8)]);
+        store.close().await;
+    }
 }
 
 #[cfg(all(test, unix))]

@@ -365,26 +365,47 @@ fn runs_to_merge(runs: &[(i64, i64)]) -> Option<Vec<i64>> {
 /// index, if there are as many. Returns whether it did.
 pub(super) async fn merge_some(conn: &mut SqliteConnection) -> StoreResult<bool> {
     let mut tx = conn.begin().await.map_err(db_err)?;
+    let started = std::time::Instant::now();
+    let merged = merge_in(&mut tx).await?;
+    tx.commit().await.map_err(db_err)?;
+    if let Some((runs, refs)) = merged {
+        tracing::trace!(
+            runs,
+            refs,
+            micros = started.elapsed().as_micros() as u64,
+            "audit index runs merged"
+        );
+    }
+    Ok(merged.is_some())
+}
+
+/// The statements of a merge, in the caller's transaction: the runs merged
+/// and the references of the new run, or `None` if there is nothing to
+/// merge.
+///
+/// They name the index's tables alone, and no table of the store's file —
+/// not even an eponymous virtual table such as `json_each`, which belongs
+/// to `main`: a statement that reads `main` opens a read of the store's
+/// file that lasts until the merge commits, seconds later, and meanwhile
+/// the checkpoints cannot reset the store's WAL: it grew from 43 to 116 MB
+/// behind the writer during one merge of eleven seconds, and would grow
+/// for minutes behind the largest merges (docs/performance.md, "Twelfth
+/// machine").
+pub(super) async fn merge_in(tx: &mut SqliteConnection) -> StoreResult<Option<(usize, u64)>> {
     let runs: Vec<(i64, i64)> = sqlx::query_as("SELECT run, refs FROM idx.audit_runs ORDER BY run")
         .fetch_all(&mut *tx)
         .await
         .map_err(db_err)?;
-    let started = std::time::Instant::now();
     let Some(merged) = runs_to_merge(&runs) else {
-        tx.commit().await.map_err(db_err)?;
-        return Ok(false);
+        return Ok(None);
     };
     let count = merged.len();
-    // As a JSON array, for `json_each`: the statements stay the same.
-    let listed = format!(
-        "[{}]",
-        merged
-            .iter()
-            .map(i64::to_string)
-            .collect::<Vec<_>>()
-            .join(",")
-    );
-    let run = new_run(&mut tx).await?;
+    // The merged runs as the parameters ?1.. of the deletes.
+    let listed = (1..=count)
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let run = new_run(&mut *tx).await?;
     let mut refs = 0;
     for (table, key, order) in [
         ("audit_user_run_refs", "contract_no, user_id", "2, 3, 4"),
@@ -406,37 +427,35 @@ pub(super) async fn merge_some(conn: &mut SqliteConnection) -> StoreResult<bool>
             .join(" UNION ALL ");
         let sql =
             format!("INSERT OR IGNORE INTO idx.{table} (run, {key}, seq) {arms} ORDER BY {order}");
-        let mut insert = sqlx::query(&sql).bind(run);
-        for &r in &merged {
-            insert = insert.bind(r);
-        }
-        refs += insert
+        refs += bind_runs(sqlx::query(&sql).bind(run), &merged)
             .execute(&mut *tx)
             .await
             .map_err(db_err)?
             .rows_affected();
-        sqlx::query(&format!(
-            "DELETE FROM idx.{table} WHERE run IN (SELECT value FROM json_each(?))"
-        ))
-        .bind(&listed)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
+        let sql = format!("DELETE FROM idx.{table} WHERE run IN ({listed})");
+        bind_runs(sqlx::query(&sql), &merged)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
     }
-    sqlx::query("DELETE FROM idx.audit_runs WHERE run IN (SELECT value FROM json_each(?))")
-        .bind(&listed)
+    let sql = format!("DELETE FROM idx.audit_runs WHERE run IN ({listed})");
+    bind_runs(sqlx::query(&sql), &merged)
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
-    add_run(&mut tx, run, refs).await?;
-    tx.commit().await.map_err(db_err)?;
-    tracing::trace!(
-        runs = count,
-        refs,
-        micros = started.elapsed().as_micros() as u64,
-        "audit index runs merged"
-    );
-    Ok(true)
+    add_run(&mut *tx, run, refs).await?;
+    Ok(Some((count, refs)))
+}
+
+/// Binds the merged runs' numbers as the query's next parameters.
+fn bind_runs<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    runs: &[i64],
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    for &r in runs {
+        query = query.bind(r);
+    }
+    query
 }
 
 /// Files everything there is now, chunk after chunk, on `filer`'s
