@@ -288,7 +288,9 @@ for k, runs in sorted(by_build.items()):
     failures = sum(r["correctness_failures"] for r in runs)
     bad += failures
     label = " (%s)" % names[k] if len(by_build) > 1 else ""
-    print("median of %d%s: %.0f validations/s, p50 %.1f ms, p99 %.1f ms, p99.9 %.1f ms, correctness failures %d"
-          % (len(runs), label, med("validations_per_sec"), med("p50_ms"), med("p99_ms"), med("p999_ms"), failures))
+    steals = [r["cpu_steal_pct"] for r in runs if r.get("cpu_steal_pct") is not None]
+    steal = ", CPU stolen %.1f%%" % statistics.median(steals) if steals else ""
+    print("median of %d%s: %.0f validations/s, p50 %.1f ms, p99 %.1f ms, p99.9 %.1f ms, correctness failures %d%s"
+          % (len(runs), label, med("validations_per_sec"), med("p50_ms"), med("p99_ms"), med("p999_ms"), failures, steal))
 sys.exit(1 if bad else 0)
 ' "${builds[@]}"

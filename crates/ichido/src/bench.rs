@@ -7,7 +7,7 @@
 //! failure, reported loudly and with exit status 1.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -64,6 +64,13 @@ pub struct BenchArgs {
     /// the steady state's. Correctness is checked throughout.
     #[arg(long, default_value_t = 0)]
     warmup: u64,
+    /// Print, every S seconds of the measured run, that interval's
+    /// validations/s and this machine's CPU time taken by the hypervisor
+    /// (steal) and left idle (0: only the whole run's). On a virtual
+    /// machine, steal is what makes identical runs differ: an interval
+    /// with much of it is not the server's figure.
+    #[arg(long, default_value_t = 0)]
+    interval: u64,
     /// Token kind. Time tokens accept one code per 30 s step each, so they need
     /// many tokens for a high rate.
     #[arg(long, value_enum, default_value = "event")]
@@ -428,6 +435,7 @@ async fn worker(
     url: String,
     mut tokens: Vec<BenchToken>,
     measuring: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 ) -> WorkerResult {
     let mut r = WorkerResult::default();
@@ -499,6 +507,7 @@ async fn worker(
         }
         if measured {
             r.latencies_us.push(elapsed);
+            done.fetch_add(1, Ordering::Relaxed);
         } else {
             r.extra_requests += 1;
         }
@@ -591,6 +600,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<bool> {
     }
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = Arc::new(AtomicBool::new(args.warmup == 0));
+    let done = Arc::new(AtomicU64::new(0));
     let url = format!("{}/api/v1/validate", args.url);
     let handles: Vec<_> = shards
         .into_iter()
@@ -600,6 +610,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<bool> {
                 url.clone(),
                 shard,
                 Arc::clone(&measuring),
+                Arc::clone(&done),
                 Arc::clone(&stop),
             ))
         })
@@ -610,7 +621,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<bool> {
         measuring.store(true, Ordering::Relaxed);
     }
     let started = Instant::now();
-    tokio::time::sleep(Duration::from_secs(args.duration)).await;
+    let cpu_at_start = CpuTimes::now();
+    let intervals = timeline(&args, started, &done).await;
+    let cpu = share(CpuTimes::now(), cpu_at_start);
     stop.store(true, Ordering::Relaxed);
     let mut total = WorkerResult::default();
     for h in handles {
@@ -659,6 +672,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<bool> {
     };
     println!("  errors by code  {errors}");
     println!("  token import    {setup_secs:.1} s");
+    if let Some(cpu) = cpu {
+        println!(
+            "  this machine    {:.1}% of its CPU time stolen by the hypervisor, {:.1}% idle{}",
+            cpu.steal_pct,
+            cpu.idle_pct,
+            if cpu.steal_pct >= STEAL_WARN_PCT {
+                " (much stolen: the figure is not the server's own; run again)"
+            } else {
+                ""
+            }
+        );
+    }
     if args.warmup > 0 {
         println!(
             "  warm-up         {} s before the measured run",
@@ -699,10 +724,116 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<bool> {
             "tokens": args.tokens, "concurrency": workers, "duration_secs": secs,
             "setup_secs": setup_secs, "warmup_secs": args.warmup,
             "kind": kind, "mode": mode,
+            "cpu_steal_pct": cpu.map(|c| c.steal_pct),
+            "cpu_idle_pct": cpu.map(|c| c.idle_pct),
+            "intervals": intervals,
         });
         println!("{out}");
     }
     Ok(total.correctness_failures == 0)
+}
+
+/// Steal (in percent of the machine's CPU time) from which the report
+/// says a run's figure is not the server's own.
+const STEAL_WARN_PCT: f64 = 5.0;
+
+/// This machine's CPU time (all CPUs, in clock ticks) from `/proc/stat`:
+/// in all, idle (with I/O wait) and stolen by the hypervisor.
+#[derive(Clone, Copy)]
+struct CpuTimes {
+    total: u64,
+    idle: u64,
+    steal: u64,
+}
+
+/// The share of a span's CPU time that was stolen and idle, in percent.
+#[derive(Clone, Copy, serde::Serialize)]
+struct CpuShare {
+    steal_pct: f64,
+    idle_pct: f64,
+}
+
+impl CpuTimes {
+    /// None where `/proc/stat` is not there (not Linux) or not understood.
+    fn now() -> Option<Self> {
+        Self::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    /// The `cpu` line: user nice system idle iowait irq softirq steal (guest
+    /// time is counted in user's already).
+    fn parse(stat: &str) -> Option<Self> {
+        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+        let ticks: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        let [user, nice, system, idle, iowait, irq, softirq, steal] = ticks[..] else {
+            return None;
+        };
+        Some(Self {
+            total: user + nice + system + idle + iowait + irq + softirq + steal,
+            idle: idle + iowait,
+            steal,
+        })
+    }
+}
+
+/// The share of the CPU time between two samples that was stolen and
+/// idle; None without both samples or without time between them.
+fn share(now: Option<CpuTimes>, then: Option<CpuTimes>) -> Option<CpuShare> {
+    let (now, then) = (now?, then?);
+    let total = now.total.checked_sub(then.total).filter(|&t| t > 0)? as f64;
+    let pct = |a: u64, b: u64| 100.0 * a.saturating_sub(b) as f64 / total;
+    Some(CpuShare {
+        steal_pct: pct(now.steal, then.steal),
+        idle_pct: pct(now.idle, then.idle),
+    })
+}
+
+/// One interval of the measured run (`--interval`).
+#[derive(serde::Serialize)]
+struct Interval {
+    /// Seconds from the measured run's start to the interval's end.
+    end_secs: f64,
+    validations_per_sec: f64,
+    cpu: Option<CpuShare>,
+}
+
+/// Waits out the measured run (`--duration`), and with `--interval` reports
+/// each interval as it ends, on stderr, and returns them.
+async fn timeline(args: &BenchArgs, started: Instant, done: &AtomicU64) -> Vec<Interval> {
+    let end = started + Duration::from_secs(args.duration);
+    if args.interval == 0 {
+        tokio::time::sleep_until(end.into()).await;
+        return Vec::new();
+    }
+    let step = Duration::from_secs(args.interval);
+    let mut intervals = Vec::new();
+    let (mut at, mut count, mut cpu) = (started, 0, CpuTimes::now());
+    while at < end {
+        let next = (at + step).min(end);
+        tokio::time::sleep_until(next.into()).await;
+        let (now_count, now_cpu) = (done.load(Ordering::Relaxed), CpuTimes::now());
+        let secs = next.duration_since(at).as_secs_f64().max(1e-9);
+        let interval = Interval {
+            end_secs: next.duration_since(started).as_secs_f64(),
+            validations_per_sec: (now_count - count) as f64 / secs,
+            cpu: share(now_cpu, cpu),
+        };
+        let machine = interval.cpu.map_or_else(String::new, |c| {
+            format!(", steal {:.1}%, idle {:.1}%", c.steal_pct, c.idle_pct)
+        });
+        eprintln!(
+            "  at {:>5.0} s   {:>8.0} validations/s{machine}",
+            interval.end_secs, interval.validations_per_sec
+        );
+        intervals.push(interval);
+        (at, count, cpu) = (next, now_count, now_cpu);
+    }
+    intervals
 }
 
 #[cfg(test)]
@@ -751,6 +882,22 @@ mod tests {
         // (for this secret it does not come back in the next counters).
         let t = token([7; SECRET_LEN], again + 1);
         assert!(!t.recurs_ahead(Kind::Event, &key, code));
+    }
+
+    #[test]
+    fn steal_and_idle_are_shares_of_the_machine_s_cpu_time() {
+        let then = CpuTimes::parse(
+            "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 50 0 25 400 25 0 0 0 0 0\nintr 1\n",
+        );
+        // 1,000 ticks later: 300 user, 100 system, 400 idle, 100 iowait, 100 steal.
+        let now = CpuTimes::parse("cpu  400 0 150 1200 150 0 0 100 0 0\n");
+        let share = share(now, then).unwrap();
+        assert!((share.steal_pct - 10.0).abs() < 1e-9, "{}", share.steal_pct);
+        assert!((share.idle_pct - 50.0).abs() < 1e-9, "{}", share.idle_pct);
+        // No time between the samples, or a line not understood: no share.
+        assert!(super::share(then, then).is_none());
+        assert!(CpuTimes::parse("cpu  1 2 3\n").is_none());
+        assert!(CpuTimes::parse("intr 1\n").is_none());
     }
 
     #[test]

@@ -181,6 +181,59 @@ async fn bench_imports_its_tokens_and_reports_json_on_the_last_line() {
     }
 }
 
+/// `--interval` reports each interval of the measured run (on stderr, and
+/// in the JSON line), and the report says how much of the machine's CPU
+/// time the hypervisor took (Linux: from /proc/stat).
+#[tokio::test]
+async fn bench_reports_each_interval_and_the_machine_s_cpu() {
+    let server = Server::start(&["--rate-limit-per-address", "0"]);
+    let key = server.operator_key("bench");
+    let out = tokio::process::Command::new(BIN)
+        .args(["bench", "--url", &server.base, "--tokens", "100"])
+        .args(["--concurrency", "4", "--duration", "2", "--interval", "1"])
+        .args(["--replay-probe-every", "0", "--json"])
+        .env("ICHIDO_OPERATOR_KEY", &key)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let intervals = last["intervals"].as_array().unwrap();
+    let ends: Vec<f64> = intervals
+        .iter()
+        .map(|i| i["end_secs"].as_f64().unwrap())
+        .collect();
+    assert_eq!(ends, [1.0, 2.0], "{last}");
+    // Each interval's count was taken as it ended; the workers' last replies
+    // came after, so the intervals hold at most what was measured.
+    let counted: f64 = intervals
+        .iter()
+        .map(|i| i["validations_per_sec"].as_f64().unwrap())
+        .sum();
+    let measured = last["measured"].as_f64().unwrap();
+    assert!(counted > 0.0 && counted <= measured, "{last}");
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|l| l.contains(" validations/s"))
+            .count(),
+        2,
+        "{stderr}"
+    );
+    if cfg!(target_os = "linux") {
+        for share in [&last["cpu_steal_pct"], &last["cpu_idle_pct"]]
+            .into_iter()
+            .chain(intervals.iter().map(|i| &i["cpu"]["steal_pct"]))
+        {
+            let pct = share.as_f64().unwrap_or(-1.0);
+            assert!((0.0..=100.0).contains(&pct), "{last}");
+        }
+        assert!(stdout.contains("stolen by the hypervisor"), "{stdout}");
+    }
+}
+
 /// With `--warmup`, the bench validates before its measured run and leaves
 /// those validations out of the figures: the server accepted more codes
 /// than the bench measured, and the measured run lasted `--duration`.
