@@ -43,8 +43,9 @@
 #                     and merger (ichido-merger),
 #                     checkpoints (ichido-ckpt) and other SQLite connection
 #                     threads, the bench's) and how idle the machine was,
-#                     over a window of the run after the import (the first
-#                     server and bench; needs a --duration of 5 s or more)
+#                     over a window of the run after the import, or after
+#                     the warm-up with --warmup (the first server and
+#                     bench; needs a --duration of 5 s or more)
 #   BENCH ARGS        passed to `ichido bench` (default: --tokens 1000
 #                     --concurrency 64 --duration 10)
 #
@@ -179,6 +180,10 @@ thread_window() {
     sleep 0.1
   done
   sleep 1
+  # With --warmup the window starts after the warm-up, in the measured run.
+  local warm
+  warm="$(sed -n 's/^warming up for \([0-9]*\) s.*/\1/p' "$3" 2>/dev/null | head -n 1)"
+  if [ -n "$warm" ]; then sleep "$warm"; fi
   snapshot "$1" >"$4.s0"; snapshot "$2" >"$4.b0"; machine >"$4.m0"
   sleep "$THREAD_WINDOW"
   snapshot "$1" >"$4.s1"; snapshot "$2" >"$4.b1"; machine >"$4.m1"
@@ -214,7 +219,8 @@ try:
     idle = f", machine idle {100 * (i1 - i0) / max(t1 - t0, 1):.0f}%"
 except (FileNotFoundError, ValueError):
     idle = ""
-print(f"  CPU per validation (µs, {window:.0f} s after the import): " + ", ".join(parts) + idle)
+after = "the warm-up" if json.loads(line).get("warmup_secs") else "the import"
+print(f"  CPU per validation (µs, {window:.0f} s after {after}): " + ", ".join(parts) + idle)
 PY
 }
 

@@ -2,6 +2,17 @@
 //! SQLite store (`sqlite::memory:`: a temporary file without `fsync`): a right code (accepted, group-committed with its audit
 //! record) and a wrong one (counted durably toward the lock). Only the
 //! validation is timed; computing codes and keeping the token open are not.
+//!
+//! `validate_cold_tokens` validates right codes of a million imported
+//! tokens in turn (`ICHIDO_BENCH_COLD_TOKENS` sets another number): far
+//! more than the domain's token and key caches hold, so nearly every
+//! validation takes the cold path, as with a million customers: the writer
+//! reads the token's row, opens its key and checks the code there. Its
+//! ratio to `validate_in_memory_sqlite/right_code` of the same run is the
+//! store's and the domain's part of a million tokens' cost, without the
+//! HTTP stack and the machine's pace between two runs. Setting it up
+//! imports the tokens (a minute or so); it is built only when its
+//! benchmark is selected.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;
@@ -11,10 +22,11 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use ichido_domain::model::{Role, TokenKind};
 use ichido_domain::password::PasswordParams;
+use ichido_domain::password::Passwords;
 use ichido_domain::seal::MasterKey;
-use ichido_domain::services::{Actor, NewUser};
+use ichido_domain::services::{Actor, ImportEntry, ImportToken, NewUser, MAX_IMPORT_ENTRIES};
 use ichido_domain::{FixedClock, Ichido, Policy};
-use ichido_otp::{Digits, Key};
+use ichido_otp::{base32, Algorithm, Digits, Key};
 use ichido_store::{SqliteStore, StoreOptions};
 use tokio::runtime::Runtime;
 
@@ -127,6 +139,129 @@ impl Fixture {
     }
 }
 
+/// Tokens of the cold benchmark by default: as the million.
+const COLD_TOKENS: usize = 1_000_000;
+/// Entries per import call (the domain's maximum).
+const IMPORT_BATCH: usize = MAX_IMPORT_ENTRIES;
+
+/// Many imported tokens, validated in turn.
+struct Cold {
+    rt: Runtime,
+    ichido: Ichido,
+    op: Actor,
+    /// Token ID, secret, next counter.
+    tokens: Vec<(String, [u8; 20], u64)>,
+    at: usize,
+}
+
+impl Cold {
+    fn new(count: usize) -> Cold {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let started = Instant::now();
+        let (ichido, tokens) = rt.block_on(async {
+            let store = SqliteStore::open("sqlite::memory:", &StoreOptions::default())
+                .await
+                .expect("throwaway store");
+            let ichido = Ichido::new(
+                Arc::new(store),
+                Arc::new(FixedClock::new(1_750_000_000)),
+                Policy::default(),
+                MasterKey::generate(),
+                PasswordParams::default(),
+            )
+            .expect("ichido");
+            // One pair of hashes for every user: the import checks their
+            // form, and no one logs in here.
+            let passwords = Passwords::new(PasswordParams::default()).expect("params");
+            let login = passwords.hash("login_password", PASSWORD).expect("hash");
+            let transaction = passwords
+                .hash("transaction_password", "bench-tx-pass-2")
+                .expect("hash");
+            let op = Actor::Operator("bench".into());
+            ichido
+                .create_contract(&op, C, "Bench")
+                .await
+                .expect("contract");
+            let mut tokens = Vec::with_capacity(count);
+            for first in (0..count).step_by(IMPORT_BATCH) {
+                let secrets: Vec<[u8; 20]> = (first..count.min(first + IMPORT_BATCH))
+                    .map(|_| rand::random())
+                    .collect();
+                let entries = secrets
+                    .iter()
+                    .enumerate()
+                    .map(|(i, secret)| ImportEntry {
+                        contract_no: C.into(),
+                        user_id: format!("u{:07}", first + i),
+                        name: "Bench".into(),
+                        role: "approver".into(),
+                        login_password_hash: login.clone(),
+                        transaction_password_hash: transaction.clone(),
+                        token: Some(ImportToken {
+                            kind: "event".into(),
+                            secret: base32::encode(secret).into(),
+                            algorithm: None,
+                            digits: None,
+                            period: None,
+                            counter: None,
+                        }),
+                    })
+                    .collect();
+                let imported = ichido.import(&op, entries).await.expect("import");
+                for (done, secret) in imported.into_iter().zip(secrets) {
+                    let token = done.token.expect("a token per entry");
+                    tokens.push((token.token_id.to_string(), secret, 0));
+                }
+            }
+            (ichido, tokens)
+        });
+        eprintln!(
+            "validate_cold_tokens: {} tokens imported in {:.0} s",
+            tokens.len(),
+            started.elapsed().as_secs_f64()
+        );
+        Cold {
+            rt,
+            ichido,
+            op: Actor::Operator("relying-party".into()),
+            tokens,
+            at: 0,
+        }
+    }
+
+    /// Validates the next token's next right code; returns the time it took.
+    fn right(&mut self) -> Duration {
+        let n = self.tokens.len();
+        let (id, secret, counter) = &mut self.tokens[self.at % n];
+        self.at += 1;
+        let key = Key::new(Algorithm::Sha1, secret).expect("key");
+        let code = key.hotp(*counter, Digits::SIX).to_string();
+        *counter += 1;
+        let started = Instant::now();
+        let r = self.rt.block_on(self.ichido.validate(&self.op, id, &code));
+        let took = started.elapsed();
+        assert!(r.is_ok(), "a right code was refused: {r:?}");
+        took
+    }
+}
+
+fn validate_cold(c: &mut Criterion) {
+    let count = std::env::var("ICHIDO_BENCH_COLD_TOKENS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(COLD_TOKENS);
+    let mut cold: Option<Cold> = None;
+    let mut g = c.benchmark_group("validate_cold_tokens");
+    g.bench_function("right_code", |b| {
+        let f = cold.get_or_insert_with(|| Cold::new(count));
+        b.iter_custom(|iters| (0..iters).map(|_| f.right()).sum())
+    });
+    g.finish();
+}
+
 fn validate(c: &mut Criterion) {
     let mut f = Fixture::new();
     let mut g = c.benchmark_group("validate_in_memory_sqlite");
@@ -159,5 +294,5 @@ fn validate(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, validate);
+criterion_group!(benches, validate, validate_cold);
 criterion_main!(benches);
