@@ -32,6 +32,37 @@ use tokio::runtime::Runtime;
 
 const C: &str = "C-BENCH";
 const PASSWORD: &str = "bench-login-pass";
+const TX_PASSWORD: &str = "bench-tx-pass-2";
+
+/// A runtime of one thread for a fixture's calls.
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// The domain on a throwaway SQLite store with the contract `C`, and the
+/// operator who made it.
+async fn throwaway(policy: Policy, passwords: PasswordParams) -> (Ichido, Actor) {
+    let store = SqliteStore::open("sqlite::memory:", &StoreOptions::default())
+        .await
+        .expect("throwaway store");
+    let ichido = Ichido::new(
+        Arc::new(store),
+        Arc::new(FixedClock::new(1_750_000_000)),
+        policy,
+        MasterKey::generate(),
+        passwords,
+    )
+    .expect("ichido");
+    let op = Actor::Operator("bench".into());
+    ichido
+        .create_contract(&op, C, "Bench")
+        .await
+        .expect("contract");
+    (ichido, op)
+}
 
 struct Fixture {
     rt: Runtime,
@@ -47,14 +78,8 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let rt = runtime();
         let (ichido, token_id, key) = rt.block_on(async {
-            let store = SqliteStore::open("sqlite::memory:", &StoreOptions::default())
-                .await
-                .expect("throwaway store");
             let policy = Policy {
                 // Wrong codes keep the token open: a right one follows every 50.
                 token_lock_threshold: 100,
@@ -65,25 +90,13 @@ impl Fixture {
                 iterations: 1,
                 parallelism: 1,
             };
-            let ichido = Ichido::new(
-                Arc::new(store),
-                Arc::new(FixedClock::new(1_750_000_000)),
-                policy,
-                MasterKey::generate(),
-                fast,
-            )
-            .expect("ichido");
-            let op = Actor::Operator("bench".into());
-            ichido
-                .create_contract(&op, C, "Bench")
-                .await
-                .expect("contract");
+            let (ichido, op) = throwaway(policy, fast).await;
             let user = NewUser {
                 user_id: "taro".into(),
                 name: "Bench".into(),
                 role: Role::Approver,
                 login_password: PASSWORD.to_owned().into(),
-                transaction_password: "bench-tx-pass-2".to_owned().into(),
+                transaction_password: TX_PASSWORD.to_owned().into(),
             };
             ichido.create_user(&op, C, user).await.expect("user");
             let reg = ichido
@@ -156,35 +169,17 @@ struct Cold {
 
 impl Cold {
     fn new(count: usize) -> Cold {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let rt = runtime();
         let started = Instant::now();
         let (ichido, tokens) = rt.block_on(async {
-            let store = SqliteStore::open("sqlite::memory:", &StoreOptions::default())
-                .await
-                .expect("throwaway store");
-            let ichido = Ichido::new(
-                Arc::new(store),
-                Arc::new(FixedClock::new(1_750_000_000)),
-                Policy::default(),
-                MasterKey::generate(),
-                PasswordParams::default(),
-            )
-            .expect("ichido");
+            let (ichido, op) = throwaway(Policy::default(), PasswordParams::default()).await;
             // One pair of hashes for every user: the import checks their
             // form, and no one logs in here.
             let passwords = Passwords::new(PasswordParams::default()).expect("params");
             let login = passwords.hash("login_password", PASSWORD).expect("hash");
             let transaction = passwords
-                .hash("transaction_password", "bench-tx-pass-2")
+                .hash("transaction_password", TX_PASSWORD)
                 .expect("hash");
-            let op = Actor::Operator("bench".into());
-            ichido
-                .create_contract(&op, C, "Bench")
-                .await
-                .expect("contract");
             let mut tokens = Vec::with_capacity(count);
             for first in (0..count).step_by(IMPORT_BATCH) {
                 let secrets: Vec<[u8; 20]> = (first..count.min(first + IMPORT_BATCH))

@@ -134,6 +134,34 @@ async fn a_thousand_users_and_tokens_in_one_request_all_or_nothing() {
     );
 }
 
+/// A short bench run of few tokens and connections, without replay probes.
+const SMALL_RUN: &[&str] = &[
+    "--tokens",
+    "100",
+    "--concurrency",
+    "4",
+    "--replay-probe-every",
+    "0",
+];
+
+/// Runs `ichido bench` against `server` with `args` (after `--url`), checks
+/// that it succeeded, and returns its stdout, its stderr and the JSON object
+/// on its last stdout line.
+async fn run_bench(server: &Server, key: &str, args: &[&str]) -> (String, String, Value) {
+    let out = tokio::process::Command::new(BIN)
+        .args(["bench", "--url", &server.base])
+        .args(args)
+        .env("ICHIDO_OPERATOR_KEY", key)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    (stdout, stderr, last)
+}
+
 /// `ichido bench` imports its tokens, drives validations and reports as the
 /// issue asks: the last stdout line is one JSON object.
 #[tokio::test]
@@ -141,28 +169,22 @@ async fn bench_imports_its_tokens_and_reports_json_on_the_last_line() {
     let server = Server::start(&["--rate-limit-per-address", "0"]);
     let key = server.operator_key("bench");
     for mode in ["valid", "wrong"] {
-        let out = tokio::process::Command::new(BIN)
-            .args([
-                "bench",
-                "--url",
-                &server.base,
+        let (_, _, last) = run_bench(
+            &server,
+            &key,
+            &[
                 "--tokens",
                 "2500",
                 "--concurrency",
                 "4",
-            ])
-            .args(["--duration", "1", "--mode", mode, "--json"])
-            .env("ICHIDO_OPERATOR_KEY", &key)
-            .output()
-            .await
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+                "--duration",
+                "1",
+                "--mode",
+                mode,
+                "--json",
+            ],
+        )
+        .await;
         for field in ["validations_per_sec", "p50_ms", "p99_ms", "p999_ms"] {
             assert!(last[field].is_number(), "{field}: {last}");
         }
@@ -188,18 +210,12 @@ async fn bench_imports_its_tokens_and_reports_json_on_the_last_line() {
 async fn bench_reports_each_interval_and_the_machine_s_cpu() {
     let server = Server::start(&["--rate-limit-per-address", "0"]);
     let key = server.operator_key("bench");
-    let out = tokio::process::Command::new(BIN)
-        .args(["bench", "--url", &server.base, "--tokens", "100"])
-        .args(["--concurrency", "4", "--duration", "2", "--interval", "1"])
-        .args(["--replay-probe-every", "0", "--json"])
-        .env("ICHIDO_OPERATOR_KEY", &key)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let (stdout, stderr, last) = run_bench(
+        &server,
+        &key,
+        &[SMALL_RUN, &["--duration", "2", "--interval", "1", "--json"]].concat(),
+    )
+    .await;
     let intervals = last["intervals"].as_array().unwrap();
     let ends: Vec<f64> = intervals
         .iter()
@@ -241,19 +257,13 @@ async fn bench_reports_each_interval_and_the_machine_s_cpu() {
 async fn bench_warmup_validates_but_is_not_measured() {
     let server = Server::start(&["--rate-limit-per-address", "0"]);
     let key = server.operator_key("bench");
-    let out = tokio::process::Command::new(BIN)
-        .args(["bench", "--url", &server.base, "--tokens", "100"])
-        .args(["--concurrency", "4", "--duration", "1", "--warmup", "1"])
-        .args(["--replay-probe-every", "0", "--json"])
-        .env("ICHIDO_OPERATOR_KEY", &key)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let (_, stderr, last) = run_bench(
+        &server,
+        &key,
+        &[SMALL_RUN, &["--duration", "1", "--warmup", "1", "--json"]].concat(),
+    )
+    .await;
     assert!(stderr.contains("warming up for 1 s"), "{stderr}");
-    let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(last["warmup_secs"], 1, "{last}");
     assert_eq!(last["correctness_failures"], 0, "{last}");
     let secs = last["duration_secs"].as_f64().unwrap();
