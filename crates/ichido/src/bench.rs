@@ -22,6 +22,7 @@ use hyper_util::rt::TokioIo;
 use ichido_domain::password::{PasswordParams, Passwords};
 use ichido_otp::{base32, time_step, Algorithm, Digits, Key};
 use indicatif::{ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
 use serde_json::{json, Value};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -36,6 +37,28 @@ pub enum Mode {
     Valid,
     /// Wrong codes: the failure path (each failure is counted by the server).
     Wrong,
+}
+
+/// The order in which the workers use the tokens.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Order {
+    /// An order unrelated to the import's, as a bank's customers log in:
+    /// each validation finds its token's row wherever it happens to be.
+    Shuffled,
+    /// The import's order: at any moment the workers use tokens imported
+    /// next to each other, whose rows a store may keep side by side (the
+    /// order of `ichido bench` before it had this option; it flatters a
+    /// store that keeps rows in insertion order).
+    Imported,
+}
+
+impl Order {
+    fn name(self) -> &'static str {
+        match self {
+            Order::Shuffled => "shuffled",
+            Order::Imported => "imported",
+        }
+    }
 }
 
 /// Options of `ichido bench`.
@@ -78,6 +101,10 @@ pub struct BenchArgs {
     /// Success or failure path.
     #[arg(long, value_enum, default_value = "valid")]
     mode: Mode,
+    /// The order in which the tokens are used. Each worker owns its tokens
+    /// and uses them in turn, one code each per round.
+    #[arg(long, value_enum, default_value = "shuffled")]
+    order: Order,
     /// Failure path: after this many failures (wrong codes and refused replay
     /// probes) a token gets one right code, so it stays below the lock
     /// threshold (right codes are not measured).
@@ -590,6 +617,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<bool> {
         tokens.len() as f64 / setup_secs.max(1e-9)
     );
 
+    let mut tokens = tokens;
+    if args.order == Order::Shuffled {
+        tokens.shuffle(&mut rand::thread_rng());
+    }
     let workers = args.concurrency.min(tokens.len());
     let mut shards: Vec<Vec<BenchToken>> = (0..workers)
         .map(|_| Vec::with_capacity(tokens.len() / workers + 1))
@@ -652,8 +683,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<bool> {
     };
     let kind = kind_name(args.kind);
     println!(
-        "ichido bench: {kind} tokens, {mode} codes, {} tokens, {workers} connections, {secs:.1} s",
-        args.tokens
+        "ichido bench: {kind} tokens, {mode} codes, {} tokens used in {} order, {workers} connections, {secs:.1} s",
+        args.tokens,
+        args.order.name()
     );
     println!(
         "  validations/s   {per_sec:.0}  ({} measured, {} accepted)",
@@ -723,7 +755,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<bool> {
             "measured": measured as u64,
             "tokens": args.tokens, "concurrency": workers, "duration_secs": secs,
             "setup_secs": setup_secs, "warmup_secs": args.warmup,
-            "kind": kind, "mode": mode,
+            "kind": kind, "mode": mode, "order": args.order.name(),
             "cpu_steal_pct": cpu.map(|c| c.steal_pct),
             "cpu_idle_pct": cpu.map(|c| c.idle_pct),
             "intervals": intervals,

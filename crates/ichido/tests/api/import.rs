@@ -190,6 +190,7 @@ async fn bench_imports_its_tokens_and_reports_json_on_the_last_line() {
         }
         assert_eq!(last["correctness_failures"], 0, "{last}");
         assert_eq!(last["tokens"], 2500);
+        assert_eq!(last["order"], "shuffled", "the default order: {last}");
         assert!(last["errors"].is_object(), "{last}");
         assert!(last["measured"].as_u64().unwrap() > 0, "{last}");
         if mode == "wrong" {
@@ -201,6 +202,28 @@ async fn bench_imports_its_tokens_and_reports_json_on_the_last_line() {
             assert!(last["accepted"].as_u64().unwrap() > 0, "{last}");
         }
     }
+}
+
+/// `--order imported` uses the tokens in the import's order; its codes are
+/// as right as the shuffled order's, and the report names the order.
+#[tokio::test]
+async fn bench_uses_the_tokens_in_the_order_asked_for() {
+    let server = Server::start(&["--rate-limit-per-address", "0"]);
+    let key = server.operator_key("bench");
+    let (stdout, _, last) = run_bench(
+        &server,
+        &key,
+        &[
+            SMALL_RUN,
+            &["--duration", "1", "--order", "imported", "--json"],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(last["order"], "imported", "{last}");
+    assert_eq!(last["correctness_failures"], 0, "{last}");
+    assert!(last["accepted"].as_u64().unwrap() > 0, "{last}");
+    assert!(stdout.contains("used in imported order"), "{stdout}");
 }
 
 /// `--interval` reports each interval of the measured run (on stderr, and
