@@ -77,6 +77,28 @@ impl TokenId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The ID as a number, one to one with the ID: its four letters read as
+    /// base-26 digits (`A` = 0), followed by its eight digits. `AAAA00000000`
+    /// is 0 and `ZZZZ99999997`, the highest, is 26⁴ × 10⁸ − 3 (below 2⁴⁶), so distinct
+    /// IDs have distinct numbers. SQLite keeps a token's row under this
+    /// number (its table's integer key: one B-tree search finds the row);
+    /// the store's migration 0006 computes the same number in SQL.
+    pub fn number(&self) -> i64 {
+        // A `TokenId` is only made by `random` or `from_str`, so its bytes
+        // are `[A-Z]{4}[0-9]{8}`; wrapping arithmetic keeps this panic-free
+        // regardless.
+        let b = self.0.as_bytes();
+        let letters = b.iter().take(4).fold(0i64, |n, &c| {
+            n.wrapping_mul(26)
+                .wrapping_add(i64::from(c.wrapping_sub(b'A')))
+        });
+        let digits = b.iter().skip(4).fold(0i64, |n, &c| {
+            n.wrapping_mul(10)
+                .wrapping_add(i64::from(c.wrapping_sub(b'0')))
+        });
+        letters.wrapping_mul(100_000_000).wrapping_add(digits)
+    }
 }
 
 /// The Luhn check digit for `digits` (most significant first).
@@ -146,6 +168,22 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn token_numbers_read_the_letters_in_base_26_then_the_digits() {
+        let n = |s: &str| s.parse::<TokenId>().unwrap().number();
+        assert_eq!(n("AAAA00000000"), 0);
+        assert_eq!(n("AAAA00000018"), 18);
+        assert_eq!(n("AAAB00000000"), 100_000_000);
+        assert_eq!(n("BAAA00000000"), 26 * 26 * 26 * 100_000_000);
+        // The highest ID (its check digit is 7).
+        assert_eq!(n("ZZZZ99999997"), 26 * 26 * 26 * 26 * 100_000_000 - 3);
+        assert!(n("ZZZZ99999997") < 1 << 46);
+        assert_eq!(
+            n("ABCD12345674"),
+            (26 * 26 + 2 * 26 + 3) * 100_000_000 + 12_345_674
+        );
+    }
+
+    #[test]
     fn luhn_known_values() {
         // 7992739871 has check digit 3 (the classic example).
         assert_eq!(luhn_check_digit(&[7, 9, 9, 2, 7, 3, 9, 8, 7, 1]), 3);
@@ -193,6 +231,21 @@ mod tests {
         fn random_ids_round_trip(_seed in 0u32..1000) {
             let id = TokenId::random();
             prop_assert_eq!(id.as_str().parse::<TokenId>().unwrap(), id);
+        }
+
+        /// The number gives the ID back: no two IDs share one.
+        #[test]
+        fn a_token_number_gives_its_id_back(_seed in 0u32..1000) {
+            let id = TokenId::random();
+            let n = id.number();
+            let (mut letters, digits) = (n / 100_000_000, n % 100_000_000);
+            let mut s = format!("{digits:08}");
+            for _ in 0..4 {
+                s.insert(0, char::from(b'A' + u8::try_from(letters % 26).unwrap()));
+                letters /= 26;
+            }
+            prop_assert_eq!(letters, 0);
+            prop_assert_eq!(s, id.as_str());
         }
 
         #[test]

@@ -154,17 +154,19 @@ pub(crate) struct TokenRow {
     pub updated_at: i64,
 }
 
-/// The SQLite writer's read of token rows by ID (a JSON array bound as the
-/// one parameter), its columns in the order [`TokenRow::from_lite`] reads
-/// them.
-pub(crate) const LITE_TOKENS_BY_ID: &str = "SELECT token_id, contract_no, user_id, kind, state, \
+/// The SQLite writer's read of token rows by number (a JSON array of
+/// [`TokenId::number`]s bound as the one parameter, see
+/// `sqlite::reads::json_numbers`), its columns in the order
+/// [`TokenRow::from_lite`] reads them.
+pub(crate) const LITE_TOKENS_BY_NUMBER: &str =
+    "SELECT token_id, contract_no, user_id, kind, state, \
      algorithm, digits, period, counter, last_step, time_offset, failures, sealed_secret, \
      created_at, activated_at, grace_until, updated_at \
-     FROM tokens WHERE token_id IN (SELECT value FROM json_each(?))";
+     FROM tokens WHERE token_no IN (SELECT value FROM json_each(?))";
 
 impl TokenRow {
     /// The row as the SQLite writer's own connection returns it, selected
-    /// by [`LITE_TOKENS_BY_ID`] (by position: a look-up by name compares the
+    /// by [`LITE_TOKENS_BY_NUMBER`] (by position: a look-up by name compares the
     /// name with every column's, for every value of every row).
     pub fn from_lite(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {

@@ -650,10 +650,11 @@ impl TokenStore for SqliteStore {
             append(&mut tx, &r).await?;
         }
         sqlx::query(
-            "INSERT INTO tokens (token_id, contract_no, user_id, kind, state, algorithm, digits, period, counter,
+            "INSERT INTO tokens (token_no, token_id, contract_no, user_id, kind, state, algorithm, digits, period, counter,
                                  last_step, time_offset, failures, sealed_secret, created_at, activated_at, grace_until, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
+        .bind(t.token_id.number())
         .bind(t.token_id.as_str())
         .bind(&t.contract_no)
         .bind(&t.user_id)
@@ -711,16 +712,7 @@ impl TokenStore for SqliteStore {
         now: i64,
         audit: AuditRecord,
     ) -> StoreResult<Option<Token>> {
-        let set = match change {
-            TokenChange::Suspend { .. } => "state = 'suspended', grace_until = ?1",
-            TokenChange::Resume => "state = 'active', grace_until = NULL",
-            TokenChange::Unlock => "state = 'active', failures = 0",
-            TokenChange::Revoke => "state = 'revoked', grace_until = NULL, sealed_secret = X''",
-        };
-        let sql = format!(
-            "UPDATE tokens SET {set}, updated_at = ?2 WHERE token_id = ?3 AND state IN ({}) RETURNING *",
-            state_list(change.from_states())
-        );
+        let sql = change_sql(&change);
         let grace = match change {
             TokenChange::Suspend { grace_until } => grace_until,
             _ => None,
@@ -729,7 +721,7 @@ impl TokenStore for SqliteStore {
         let row: Option<TokenRow> = sqlx::query_as(&sql)
             .bind(grace)
             .bind(now)
-            .bind(token_id.as_str())
+            .bind(token_id.number())
             .fetch_optional(&mut *tx)
             .await
             .map_err(db_err)?;
@@ -771,6 +763,21 @@ impl TokenStore for SqliteStore {
         tx.commit().await.map_err(db_err)?;
         Ok(gone.len() as u64)
     }
+}
+
+/// [`TokenStore::change`]'s statement: `?1` the grace end (for a
+/// suspension), `?2` the time, `?3` the token's number.
+fn change_sql(change: &TokenChange) -> String {
+    let set = match change {
+        TokenChange::Suspend { .. } => "state = 'suspended', grace_until = ?1",
+        TokenChange::Resume => "state = 'active', grace_until = NULL",
+        TokenChange::Unlock => "state = 'active', failures = 0",
+        TokenChange::Revoke => "state = 'revoked', grace_until = NULL, sealed_secret = X''",
+    };
+    format!(
+        "UPDATE tokens SET {set}, updated_at = ?2 WHERE token_no = ?3 AND state IN ({}) RETURNING *",
+        state_list(change.from_states())
+    )
 }
 
 #[async_trait]
@@ -1094,6 +1101,9 @@ impl SqliteStore {
 }
 
 #[cfg(test)]
+mod upgrade_tests;
+
+#[cfg(test)]
 mod audit_ref_tests {
     use ichido_domain::audit::{AuditEvent, AuditFilter, AuditRecord};
     use ichido_domain::store::AuditStore;
@@ -1369,34 +1379,8 @@ mod audit_ref_tests {
     /// alike after that, also for events appended later.
     #[tokio::test]
     async fn an_existing_log_is_filed_by_the_upgrade() {
-        use std::str::FromStr;
-
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("old.db").display());
-        let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite");
-        let mut files: Vec<_> = std::fs::read_dir(shipped)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        files.sort();
-        let old = dir.path().join("migrations");
-        std::fs::create_dir(&old).unwrap();
-        for file in files.iter().filter(|f| {
-            let name = f.file_name().unwrap().to_string_lossy().into_owned();
-            name.as_str() < "0004"
-        }) {
-            std::fs::copy(file, old.join(file.file_name().unwrap())).unwrap();
-        }
-        let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
-            .unwrap()
-            .create_if_missing(true);
-        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-        sqlx::migrate::Migrator::new(old.as_path())
-            .await
-            .unwrap()
-            .run(&pool)
-            .await
-            .unwrap();
+        let (url, pool) = super::upgrade_tests::old_database(&dir, "0004").await;
         for i in 1..=40 {
             let r = record(i);
             sqlx::query(

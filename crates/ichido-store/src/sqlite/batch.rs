@@ -41,7 +41,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::rows::{
     counted_failure, counted_rows, links, lite_err, saturating_i64, to_i64, TokenRow, AUDIT_INSERT,
-    CHAIN_HEAD, LITE_TOKENS_BY_ID,
+    CHAIN_HEAD, LITE_TOKENS_BY_NUMBER,
 };
 
 /// The most jobs one transaction holds.
@@ -542,12 +542,14 @@ fn decide_round(
     if decisions.is_empty() {
         return Ok(());
     }
-    let ids = super::reads::json_ids(decisions.iter().filter_map(|&i| match &works[i] {
+    let ids = super::reads::json_numbers(decisions.iter().filter_map(|&i| match &works[i] {
         Some(Work::Decide { token_id, .. }) => Some(token_id),
         _ => None,
     }));
     let reading = Instant::now();
-    let mut stmt = conn.prepare_cached(LITE_TOKENS_BY_ID).map_err(lite_err)?;
+    let mut stmt = conn
+        .prepare_cached(LITE_TOKENS_BY_NUMBER)
+        .map_err(lite_err)?;
     stmt.raw_bind_parameter(1, ids).map_err(lite_err)?;
     let rows = returned(&mut stmt, TokenRow::from_lite)?;
     let mut found: HashMap<String, StoreResult<Token>> = rows
@@ -611,15 +613,15 @@ fn decide_round(
 }
 
 /// Records the answers of accept jobs: won when the statement changed the
-/// token's row (its ID came back).
+/// token's row (its number came back).
 fn settle_accepts<'a>(
     jobs: impl Iterator<Item = (usize, &'a TokenId, &'a AuditRecord)>,
-    won: &HashSet<String>,
+    won: &HashSet<i64>,
     outcomes: &mut [Option<StoreResult<Outcome>>],
     records: &mut [Vec<AuditRecord>],
 ) {
     for (idx, token_id, audit) in jobs {
-        let ok = won.contains(token_id.as_str());
+        let ok = won.contains(&token_id.number());
         if ok {
             records[idx].push(audit.clone());
         }
@@ -746,22 +748,34 @@ fn returned<T>(
     Ok(out)
 }
 
-/// The first column of every row returned, as a set of token IDs.
-fn returned_ids(stmt: &mut Statement<'_>) -> StoreResult<HashSet<String>> {
-    Ok(returned(stmt, |r| r.get::<_, String>(0))?
+/// The first column of every row returned, as a set of token numbers.
+fn returned_numbers(stmt: &mut Statement<'_>) -> StoreResult<HashSet<i64>> {
+    Ok(returned(stmt, |r| r.get::<_, i64>(0))?
         .into_iter()
         .collect())
 }
 
-/// The conditional writes of event-token acceptances; the IDs of the tokens
-/// whose row changed. Only with `moves` (some row's `from` is not its `to`)
+/// The conditional writes of event-token acceptances; the numbers of the
+/// tokens whose row changed. Only with `moves` (some row's `from` is not its `to`)
 /// is the state written; else every row's `to` is its `from`.
-fn accept_events(
-    conn: &Connection,
-    rows: &[EventRow],
-    moves: bool,
-) -> StoreResult<HashSet<String>> {
-    let sql = values_sql(
+fn accept_events(conn: &Connection, rows: &[EventRow], moves: bool) -> StoreResult<HashSet<i64>> {
+    let sql = accept_events_sql(rows.len(), moves);
+    let mut stmt = conn.prepare_cached(&sql).map_err(lite_err)?;
+    let mut b = Binder::new(&mut stmt);
+    for r in rows {
+        b.bind(r.token_id.number())?
+            .bind(r.next)?
+            .bind(r.to.as_str())?
+            .bind(r.now)?
+            .bind(r.from.as_str())?
+            .bind(r.counter)?;
+    }
+    returned_numbers(&mut stmt)
+}
+
+/// [`accept_events`]'s statement for `rows` rows.
+fn accept_events_sql(rows: usize, moves: bool) -> String {
+    values_sql(
         if moves {
             "UPDATE tokens SET counter = v.column2, failures = 0, state = v.column3, updated_at = v.column4,
                     activated_at = COALESCE(activated_at, v.column4)
@@ -771,29 +785,34 @@ fn accept_events(
                     activated_at = COALESCE(activated_at, v.column4)
              FROM ("
         },
-        rows.len(),
+        rows,
         6,
         ") AS v
-         WHERE tokens.token_id = v.column1 AND tokens.state = v.column5 AND tokens.counter <= v.column6
-         RETURNING token_id",
-    );
+         WHERE tokens.token_no = v.column1 AND tokens.state = v.column5 AND tokens.counter <= v.column6
+         RETURNING token_no",
+)
+}
+
+/// The conditional writes of time-token acceptances; the numbers of the
+/// tokens whose row changed. `moves` as for [`accept_events`].
+fn accept_times(conn: &Connection, rows: &[TimeRow], moves: bool) -> StoreResult<HashSet<i64>> {
+    let sql = accept_times_sql(rows.len(), moves);
     let mut stmt = conn.prepare_cached(&sql).map_err(lite_err)?;
     let mut b = Binder::new(&mut stmt);
     for r in rows {
-        b.bind(r.token_id.as_str())?
-            .bind(r.next)?
+        b.bind(r.token_id.number())?
+            .bind(r.step)?
+            .bind(r.offset)?
             .bind(r.to.as_str())?
             .bind(r.now)?
-            .bind(r.from.as_str())?
-            .bind(r.counter)?;
+            .bind(r.from.as_str())?;
     }
-    returned_ids(&mut stmt)
+    returned_numbers(&mut stmt)
 }
 
-/// The conditional writes of time-token acceptances; the IDs of the tokens
-/// whose row changed. `moves` as for [`accept_events`].
-fn accept_times(conn: &Connection, rows: &[TimeRow], moves: bool) -> StoreResult<HashSet<String>> {
-    let sql = values_sql(
+/// [`accept_times`]'s statement for `rows` rows.
+fn accept_times_sql(rows: usize, moves: bool) -> String {
+    values_sql(
         if moves {
             "UPDATE tokens SET last_step = v.column2, time_offset = v.column3, failures = 0, state = v.column4,
                     updated_at = v.column5, activated_at = COALESCE(activated_at, v.column5)
@@ -803,24 +822,13 @@ fn accept_times(conn: &Connection, rows: &[TimeRow], moves: bool) -> StoreResult
                     updated_at = v.column5, activated_at = COALESCE(activated_at, v.column5)
              FROM ("
         },
-        rows.len(),
+        rows,
         6,
         ") AS v
-         WHERE tokens.token_id = v.column1 AND tokens.state = v.column6
+         WHERE tokens.token_no = v.column1 AND tokens.state = v.column6
                AND (tokens.last_step IS NULL OR tokens.last_step < v.column2)
-         RETURNING token_id",
-    );
-    let mut stmt = conn.prepare_cached(&sql).map_err(lite_err)?;
-    let mut b = Binder::new(&mut stmt);
-    for r in rows {
-        b.bind(r.token_id.as_str())?
-            .bind(r.step)?
-            .bind(r.offset)?
-            .bind(r.to.as_str())?
-            .bind(r.now)?
-            .bind(r.from.as_str())?;
-    }
-    returned_ids(&mut stmt)
+         RETURNING token_no",
+    )
 }
 
 /// Counts one failure of each token still in its job's state, locking it (or
@@ -845,33 +853,7 @@ fn count_failures(
                 break;
             }
         }
-        let sql = values_sql(
-            if locks {
-                "UPDATE tokens SET failures = failures + 1, updated_at = v.column2, state = v.column4,
-                        sealed_secret = CASE WHEN v.column4 = 'revoked' THEN X'' ELSE sealed_secret END
-                 FROM ("
-            } else {
-                "UPDATE tokens SET failures = failures + 1, updated_at = v.column2
-                 FROM ("
-            },
-            rest.len(),
-            9,
-            if locks {
-                ") AS v
-                 WHERE tokens.token_id = v.column1 AND tokens.state = v.column5
-                       AND (NOT v.column6 OR (tokens.counter = v.column7
-                            AND tokens.last_step IS v.column8 AND tokens.time_offset = v.column9))
-                       AND tokens.failures + 1 >= v.column3
-                 RETURNING token_id, failures, state"
-            } else {
-                ") AS v
-                 WHERE tokens.token_id = v.column1 AND tokens.state = v.column5
-                       AND (NOT v.column6 OR (tokens.counter = v.column7
-                            AND tokens.last_step IS v.column8 AND tokens.time_offset = v.column9))
-                       AND tokens.failures + 1 < v.column3
-                 RETURNING token_id, failures, state"
-            },
-        );
+        let sql = count_failures_sql(rest.len(), locks);
         let mut stmt = conn.prepare_cached(&sql).map_err(lite_err)?;
         let mut b = Binder::new(&mut stmt);
         for r in &rest {
@@ -880,7 +862,7 @@ fn count_failures(
             } else {
                 TokenState::Locked
             };
-            b.bind(r.token_id.as_str())?
+            b.bind(r.token_id.number())?
                 .bind(r.now)?
                 .bind(i64::from(r.threshold))?
                 .bind(lock_to.as_str())?
@@ -894,6 +876,38 @@ fn count_failures(
         counted.extend(counted_rows(changed)?);
     }
     Ok(counted)
+}
+
+/// [`count_failures`]'s statement for `rows` rows: the failures that
+/// lock with `locks`, else those below the threshold.
+fn count_failures_sql(rows: usize, locks: bool) -> String {
+    values_sql(
+        if locks {
+            "UPDATE tokens SET failures = failures + 1, updated_at = v.column2, state = v.column4,
+                    sealed_secret = CASE WHEN v.column4 = 'revoked' THEN X'' ELSE sealed_secret END
+             FROM ("
+        } else {
+            "UPDATE tokens SET failures = failures + 1, updated_at = v.column2
+             FROM ("
+        },
+        rows,
+        9,
+        if locks {
+            ") AS v
+             WHERE tokens.token_no = v.column1 AND tokens.state = v.column5
+                   AND (NOT v.column6 OR (tokens.counter = v.column7
+                        AND tokens.last_step IS v.column8 AND tokens.time_offset = v.column9))
+                   AND tokens.failures + 1 >= v.column3
+             RETURNING token_id, failures, state"
+        } else {
+            ") AS v
+             WHERE tokens.token_no = v.column1 AND tokens.state = v.column5
+                   AND (NOT v.column6 OR (tokens.counter = v.column7
+                        AND tokens.last_step IS v.column8 AND tokens.time_offset = v.column9))
+                   AND tokens.failures + 1 < v.column3
+             RETURNING token_id, failures, state"
+        },
+    )
 }
 
 /// Chains `records` in order after the chain's head, read once, in
@@ -946,6 +960,58 @@ pub(super) mod tests {
             token_id: None,
             outcome: format!("n{at}"),
         }
+    }
+
+    /// Every statement that finds a token by its ID finds its row by the
+    /// ID's number, the table's integer key: one search of the table's
+    /// B-tree per token, never a scan and never another index.
+    #[tokio::test]
+    async fn tokens_are_found_by_number_with_one_search() {
+        use ichido_domain::store::TokenChange;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plans.db");
+        let store = SqliteStore::open(
+            &format!("sqlite://{}", path.display()),
+            &StoreOptions::default(),
+        )
+        .await
+        .unwrap();
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let mut statements = vec![
+            crate::rows::LITE_TOKENS_BY_NUMBER.to_owned(),
+            super::super::reads::TOKENS_BY_NUMBER.to_owned(),
+        ];
+        for rows in [1, 2, super::UPDATE_ROWS] {
+            for flag in [false, true] {
+                statements.push(super::accept_events_sql(rows, flag));
+                statements.push(super::accept_times_sql(rows, flag));
+                statements.push(super::count_failures_sql(rows, flag));
+            }
+        }
+        for change in [
+            TokenChange::Suspend { grace_until: None },
+            TokenChange::Resume,
+            TokenChange::Unlock,
+            TokenChange::Revoke,
+        ] {
+            statements.push(super::super::change_sql(&change));
+        }
+        for sql in &statements {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            // The parameters stay unbound (NULL): the plan does not depend on them.
+            let plan = super::returned(&mut stmt, |r| r.get::<_, String>(3)).unwrap();
+            let on_tokens: Vec<&String> = plan
+                .iter()
+                .filter(|d| d.split_whitespace().nth(1) == Some("tokens"))
+                .collect();
+            assert_eq!(on_tokens.len(), 1, "{sql}\n{plan:#?}");
+            assert!(
+                on_tokens[0].starts_with("SEARCH tokens USING INTEGER PRIMARY KEY"),
+                "{sql}\n{plan:#?}"
+            );
+        }
+        store.close().await;
     }
 
     /// Many concurrent appends share batches; the chain stays contiguous and

@@ -17,7 +17,7 @@ use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 use super::SqliteStore;
 use crate::rows::{db_err, links, to_i64, AUDIT_INSERT, CHAIN_HEAD};
 
-/// Rows per statement: 17 columns × 256 stays far below SQLite's 32766 variables.
+/// Rows per statement: 18 columns × 256 stays far below SQLite's 32766 variables.
 const ROWS: usize = 256;
 
 #[async_trait]
@@ -99,11 +99,12 @@ async fn insert_tokens(
             rows.push((t, to_i64(t.counter)?, t.last_step.map(to_i64).transpose()?));
         }
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO tokens (token_id, contract_no, user_id, kind, state, algorithm, digits, period, counter,
+            "INSERT INTO tokens (token_no, token_id, contract_no, user_id, kind, state, algorithm, digits, period, counter,
                                  last_step, time_offset, failures, sealed_secret, created_at, activated_at, grace_until, updated_at) ",
         );
         q.push_values(&rows, |mut b, (t, counter, last_step)| {
-            b.push_bind(t.token_id.as_str())
+            b.push_bind(t.token_id.number())
+                .push_bind(t.token_id.as_str())
                 .push_bind(&t.contract_no)
                 .push_bind(&t.user_id)
                 .push_bind(t.kind.as_str())
@@ -121,7 +122,9 @@ async fn insert_tokens(
                 .push_bind(t.grace_until)
                 .push_bind(t.updated_at);
         });
-        q.push(" ON CONFLICT (token_id) DO NOTHING RETURNING token_id");
+        // A token's number is its ID's (see migration 0006): a taken number
+        // is a taken ID.
+        q.push(" ON CONFLICT (token_no) DO NOTHING RETURNING token_id");
         let inserted: Vec<(String,)> = q
             .build_query_as()
             .fetch_all(&mut *conn)

@@ -1,5 +1,5 @@
 //! Token reads by id, gathered: the requests that queue while a read runs are
-//! answered together by the next one, one `SELECT … WHERE token_id IN (…)`.
+//! answered together by the next one, one `SELECT … WHERE token_no IN (…)`.
 //!
 //! Every request that misses the validation fast path reads its token (with
 //! a million tokens, nearly every request). One read per request costs two
@@ -26,6 +26,11 @@ use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::rows::{db_err, TokenRow};
+
+/// The read of token rows by number (a JSON array of [`TokenId::number`]s,
+/// see [`json_numbers`]).
+pub(super) const TOKENS_BY_NUMBER: &str =
+    "SELECT * FROM tokens WHERE token_no IN (SELECT value FROM json_each(?))";
 
 /// The most ids one read asks for.
 const MAX_IDS: usize = 256;
@@ -95,18 +100,20 @@ async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Request>, parallel: usize)
     }
 }
 
-/// `ids` as a JSON array, for `json_each`. Token ids are 4 capital letters
-/// and 8 digits: JSON strings as they are.
-pub(super) fn json_ids<'a>(ids: impl Iterator<Item = &'a TokenId>) -> String {
+/// The numbers of `ids` (see [`TokenId::number`]) as a JSON array, for
+/// `json_each`: SQLite keeps a token's row under its number, so
+/// `token_no IN (SELECT value FROM json_each(?))` is one search of the
+/// table per ID.
+pub(super) fn json_numbers<'a>(ids: impl Iterator<Item = &'a TokenId>) -> String {
+    use std::fmt::Write;
     let mut json = String::with_capacity(64);
     json.push('[');
     for (i, id) in ids.enumerate() {
         if i > 0 {
             json.push(',');
         }
-        json.push('"');
-        json.push_str(id.as_str());
-        json.push('"');
+        // Writing to a String does not fail.
+        let _ = write!(json, "{}", id.number());
     }
     json.push(']');
     json
@@ -116,12 +123,11 @@ pub(super) fn json_ids<'a>(ids: impl Iterator<Item = &'a TokenId>) -> String {
 /// duplicate id gets a copy), or the read's error.
 async fn read(pool: &SqlitePool, batch: Vec<Request>) {
     let started = std::time::Instant::now();
-    let ids = json_ids(batch.iter().map(|r| &r.token_id));
-    let rows: Result<Vec<TokenRow>, _> =
-        sqlx::query_as("SELECT * FROM tokens WHERE token_id IN (SELECT value FROM json_each(?))")
-            .bind(ids)
-            .fetch_all(pool)
-            .await;
+    let ids = json_numbers(batch.iter().map(|r| &r.token_id));
+    let rows: Result<Vec<TokenRow>, _> = sqlx::query_as(TOKENS_BY_NUMBER)
+        .bind(ids)
+        .fetch_all(pool)
+        .await;
     tracing::trace!(
         ids = batch.len(),
         micros = started.elapsed().as_micros(),
