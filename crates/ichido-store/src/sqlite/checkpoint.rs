@@ -21,8 +21,16 @@ use tokio::sync::mpsc;
 const EVERY: Duration = Duration::from_millis(100);
 /// The writer connection's own checkpoint threshold, in pages (SQLite's
 /// default is 1,000): reached only if the background checkpoint falls
-/// behind.
-pub(super) const WRITER_LIMIT: &str = "20000";
+/// behind. With a million tokens each validation writes a leaf of its own
+/// (a WAL page), and one background checkpoint of such scattered pages
+/// takes a few tenths of a second: the WAL then grows by 7,000 pages or so
+/// between checkpoints and passed 20,000 (the threshold before) every
+/// second or two before it started over, and each time the writer copied
+/// pages itself inside a batch (7% of its time on the fourteenth machine,
+/// `perf`). At 100,000 pages (about 100 MiB of WAL with the store's 1 KiB
+/// pages) the writer steps in only when the background checkpoints are
+/// seconds behind.
+pub(super) const WRITER_LIMIT: &str = "100000";
 
 /// Starts the checkpointer on `pool` (one connection of its own). Ends when
 /// the returned sender (held by the store and its clones) is gone.
