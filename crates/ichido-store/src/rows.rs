@@ -154,10 +154,11 @@ pub(crate) struct TokenRow {
     pub updated_at: i64,
 }
 
-/// The SQLite writer's read of token rows by number (a JSON array of
+/// SQLite's read of token rows by number (a JSON array of
 /// [`TokenId::number`]s bound as the one parameter, see
-/// `sqlite::reads::json_numbers`), its columns in the order
-/// [`TokenRow::from_lite`] reads them.
+/// `sqlite::reads::json_numbers`), by the writer's own connection and by
+/// the read pool: its columns are named as [`TokenRow`]'s fields (for
+/// sqlx) and in the order [`TokenRow::from_lite`] reads them.
 pub(crate) const LITE_TOKENS_BY_NUMBER: &str =
     "SELECT token_id, contract_no, user_id, kind, state, \
      algorithm, digits, period, counter, last_step, time_offset, failures, sealed_secret, \

@@ -608,7 +608,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<bool> {
 
     let args = Arc::new(args);
     let setup = Instant::now();
-    let tokens = create_tokens(&client, &args, &contract).await?;
+    let mut tokens = create_tokens(&client, &args, &contract).await?;
     let setup_secs = setup.elapsed().as_secs_f64();
     eprintln!(
         "imported {} {} tokens in {setup_secs:.1} s ({:.0}/s)",
@@ -617,7 +617,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<bool> {
         tokens.len() as f64 / setup_secs.max(1e-9)
     );
 
-    let mut tokens = tokens;
     if args.order == Order::Shuffled {
         tokens.shuffle(&mut rand::thread_rng());
     }

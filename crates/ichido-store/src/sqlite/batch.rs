@@ -978,10 +978,7 @@ pub(super) mod tests {
         .await
         .unwrap();
         let conn = rusqlite::Connection::open(&path).unwrap();
-        let mut statements = vec![
-            crate::rows::LITE_TOKENS_BY_NUMBER.to_owned(),
-            super::super::reads::TOKENS_BY_NUMBER.to_owned(),
-        ];
+        let mut statements = vec![crate::rows::LITE_TOKENS_BY_NUMBER.to_owned()];
         for rows in [1, 2, super::UPDATE_ROWS] {
             for flag in [false, true] {
                 statements.push(super::accept_events_sql(rows, flag));

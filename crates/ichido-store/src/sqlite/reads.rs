@@ -25,12 +25,7 @@ use ichido_domain::store::StoreResult;
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::rows::{db_err, TokenRow};
-
-/// The read of token rows by number (a JSON array of [`TokenId::number`]s,
-/// see [`json_numbers`]).
-pub(super) const TOKENS_BY_NUMBER: &str =
-    "SELECT * FROM tokens WHERE token_no IN (SELECT value FROM json_each(?))";
+use crate::rows::{db_err, TokenRow, LITE_TOKENS_BY_NUMBER};
 
 /// The most ids one read asks for.
 const MAX_IDS: usize = 256;
@@ -124,7 +119,7 @@ pub(super) fn json_numbers<'a>(ids: impl Iterator<Item = &'a TokenId>) -> String
 async fn read(pool: &SqlitePool, batch: Vec<Request>) {
     let started = std::time::Instant::now();
     let ids = json_numbers(batch.iter().map(|r| &r.token_id));
-    let rows: Result<Vec<TokenRow>, _> = sqlx::query_as(TOKENS_BY_NUMBER)
+    let rows: Result<Vec<TokenRow>, _> = sqlx::query_as(LITE_TOKENS_BY_NUMBER)
         .bind(ids)
         .fetch_all(pool)
         .await;
