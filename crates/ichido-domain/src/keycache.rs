@@ -7,6 +7,10 @@
 //!   (revocation empties it) never gets the old key back — the entry is
 //!   replaced on the next use;
 //! - at most `capacity` entries are held (second-chance eviction per shard);
+//!   once a shard is full, a token's key is admitted on its second use, not
+//!   its first (see [`crate::admission`]): with more tokens in use than the
+//!   cache holds, a key opened for a token that comes back once a day is
+//!   used and dropped, and evicts nothing;
 //! - a value leaves the cache by being dropped: [`ichido_otp::Key`] wipes its
 //!   key schedule on drop, so evicted, replaced and forgotten keys are zeroized
 //!   once the last in-flight user lets go of them;
@@ -18,6 +22,7 @@ use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::admission::Doorkeeper;
 use crate::ids::TokenId;
 
 /// Default number of cached keys: about 64 thousand tokens in use, some tens
@@ -42,6 +47,8 @@ struct Shard<V> {
     ring: VecDeque<(TokenId, u64)>,
     capacity: usize,
     next_generation: u64,
+    /// Admission once the shard is full.
+    door: Doorkeeper,
 }
 
 impl<V> Shard<V> {
@@ -51,7 +58,15 @@ impl<V> Shard<V> {
             ring: VecDeque::new(),
             capacity,
             next_generation: 0,
+            door: Doorkeeper::new(capacity),
         }
+    }
+
+    /// Whether a value opened for `id` should be kept: always while there
+    /// is room or when it replaces `id`'s stale entry, else on the token's
+    /// second sighting (`hash` is the cache's hash of `id`).
+    fn admits(&mut self, id: &TokenId, hash: u64) -> bool {
+        self.map.len() < self.capacity || self.map.contains_key(id) || self.door.seen_before(hash)
     }
 
     /// Evicts until there is room for one more entry.
@@ -137,8 +152,10 @@ impl<V> KeyCache<V> {
         self.len() == 0
     }
 
-    fn shard_of(&self, id: &TokenId) -> usize {
-        (self.hasher.hash_one(id) as usize) % self.shards.len()
+    /// The hash of `id` and the shard it picks.
+    fn shard_of(&self, id: &TokenId) -> (u64, usize) {
+        let hash = self.hasher.hash_one(id);
+        (hash, (hash as usize) % self.shards.len())
     }
 
     fn shard(&self, i: usize) -> MutexGuard<'_, Shard<V>> {
@@ -150,7 +167,8 @@ impl<V> KeyCache<V> {
     }
 
     /// The value for `id` opened from exactly `sealed`, else `open()`'s result
-    /// (then cached). `open` runs without any lock held.
+    /// (then cached, if admitted: see the module's invariants). `open` runs
+    /// without any lock held.
     pub fn get_or_open<E>(
         &self,
         id: &TokenId,
@@ -160,7 +178,7 @@ impl<V> KeyCache<V> {
         if self.capacity == 0 {
             return open().map(Arc::new);
         }
-        let i = self.shard_of(id);
+        let (hash, i) = self.shard_of(id);
         {
             let mut shard = self.shard(i);
             if let Some(slot) = shard.map.get_mut(id) {
@@ -171,13 +189,16 @@ impl<V> KeyCache<V> {
             }
         }
         let value = Arc::new(open()?);
-        self.shard(i).insert(id, sealed, Arc::clone(&value));
+        let mut shard = self.shard(i);
+        if shard.admits(id, hash) {
+            shard.insert(id, sealed, Arc::clone(&value));
+        }
         Ok(value)
     }
 
     /// Drops the entry of `id` (e.g. when its token is revoked).
     pub fn forget(&self, id: &TokenId) {
-        let i = self.shard_of(id);
+        let (_, i) = self.shard_of(id);
         let removed = self.shard(i).map.remove(id);
         drop(removed);
     }
@@ -290,9 +311,12 @@ mod tests {
         cache
             .get_or_open(&ids[0], b"s", || probe(99, &dropped))
             .unwrap();
-        cache
-            .get_or_open(&ids[3], b"s", || probe(3, &dropped))
-            .unwrap();
+        // A newcomer to a full cache is admitted on its second use.
+        for n in [3, 4] {
+            cache
+                .get_or_open(&ids[3], b"s", || probe(n, &dropped))
+                .unwrap();
+        }
         let kept = cache
             .get_or_open(&ids[0], b"s", || probe(100, &dropped))
             .unwrap();
@@ -301,6 +325,43 @@ mod tests {
             .get_or_open(&ids[1], b"s", || probe(101, &dropped))
             .unwrap();
         assert_eq!(reopened.n, 101, "the unused one was evicted");
+    }
+
+    #[test]
+    fn a_full_cache_admits_a_newcomer_on_its_second_use() {
+        let cache = KeyCache::new(2);
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let ids = ids(3);
+        for (n, id) in ids[..2].iter().enumerate() {
+            cache
+                .get_or_open(id, b"s", || probe(n as u32, &dropped))
+                .unwrap();
+        }
+        // First use: opened, handed out, not kept, nothing evicted.
+        let once = cache
+            .get_or_open(&ids[2], b"s", || probe(20, &dropped))
+            .unwrap();
+        assert_eq!(once.n, 20);
+        drop(once);
+        assert_eq!(
+            dropped.load(Ordering::SeqCst),
+            1,
+            "the newcomer's key wiped"
+        );
+        assert_eq!(cache.len(), 2);
+        for (n, id) in ids[..2].iter().enumerate() {
+            let kept = cache.get_or_open(id, b"s", || probe(99, &dropped)).unwrap();
+            assert_eq!(kept.n, n as u32, "an old entry was evicted for a newcomer");
+        }
+        // Second use: kept, in place of an old entry.
+        cache
+            .get_or_open(&ids[2], b"s", || probe(21, &dropped))
+            .unwrap();
+        let hit = cache
+            .get_or_open(&ids[2], b"s", || probe(22, &dropped))
+            .unwrap();
+        assert_eq!(hit.n, 21);
+        assert_eq!(cache.len(), 2);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! store decides acceptance with one conditional write (see [`store::TokenStore::accept`]);
 //! this crate never reads a counter and then writes it back unconditionally.
 
+mod admission;
 pub mod audit;
 pub mod clock;
 pub mod error;

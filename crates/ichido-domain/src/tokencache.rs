@@ -14,8 +14,9 @@
 //!   the entry with the row as written, any other outcome drops it, and
 //!   entries older than [`TTL`] are not used;
 //! - it holds at most `capacity` entries (a full shard drops an arbitrary
-//!   one), no secret in the clear (a token's secret stays sealed), and its
-//!   `Debug` shows sizes only.
+//!   one; once full, a token is admitted on its second sighting, not its
+//!   first: see [`crate::admission`]), no secret in the clear (a token's
+//!   secret stays sealed), and its `Debug` shows sizes only.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ use std::hash::BuildHasher;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::admission::Doorkeeper;
 use crate::ids::TokenId;
 use crate::model::{Token, TokenState};
 
@@ -33,8 +35,12 @@ pub const TTL: Duration = Duration::from_secs(30);
 /// Shards, so concurrent validations rarely wait on one lock.
 const SHARDS: usize = 16;
 
-/// One shard: tokens by ID, with when they were read or written.
-type Shard = HashMap<TokenId, (Token, Instant)>;
+/// One shard: tokens by ID, with when they were read or written, and the
+/// admission of newcomers once it is full.
+struct Shard {
+    map: HashMap<TokenId, (Token, Instant)>,
+    door: Doorkeeper,
+}
 
 /// Active tokens by ID. A capacity of 0 disables it.
 pub struct TokenCache {
@@ -47,18 +53,28 @@ impl TokenCache {
     pub fn new(capacity: usize) -> Self {
         let shards = if capacity >= SHARDS * 16 { SHARDS } else { 1 };
         Self {
-            shards: (0..shards).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..shards)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        map: HashMap::new(),
+                        door: Doorkeeper::new(capacity.div_ceil(shards)),
+                    })
+                })
+                .collect(),
             hasher: RandomState::new(),
             per_shard: capacity.div_ceil(shards),
         }
     }
 
-    fn shard(&self, id: &TokenId) -> MutexGuard<'_, Shard> {
-        let i = (self.hasher.hash_one(id) as usize) % self.shards.len();
+    /// The shard of `id`, locked, and the hash of `id`.
+    fn shard(&self, id: &TokenId) -> (MutexGuard<'_, Shard>, u64) {
+        let hash = self.hasher.hash_one(id);
+        let i = (hash as usize) % self.shards.len();
         // A panic under the lock leaves at worst a missing entry: go on.
-        self.shards[i]
+        let shard = self.shards[i]
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (shard, hash)
     }
 
     /// The entry of an active token, if fresh.
@@ -66,11 +82,11 @@ impl TokenCache {
         if self.per_shard == 0 {
             return None;
         }
-        let mut shard = self.shard(id);
-        match shard.get(id) {
+        let (mut shard, _) = self.shard(id);
+        match shard.map.get(id) {
             Some((token, at)) if at.elapsed() < TTL => Some(token.clone()),
             Some(_) => {
-                shard.remove(id);
+                shard.map.remove(id);
                 None
             }
             None => None,
@@ -83,22 +99,27 @@ impl TokenCache {
         if self.per_shard == 0 {
             return;
         }
-        let mut shard = self.shard(&token.token_id);
+        let (mut shard, hash) = self.shard(&token.token_id);
         if token.state != TokenState::Active {
-            shard.remove(&token.token_id);
+            shard.map.remove(&token.token_id);
             return;
         }
-        if shard.len() >= self.per_shard && !shard.contains_key(&token.token_id) {
-            if let Some(victim) = shard.keys().next().cloned() {
-                shard.remove(&victim);
+        if shard.map.len() >= self.per_shard && !shard.map.contains_key(&token.token_id) {
+            if !shard.door.seen_before(hash) {
+                return;
+            }
+            if let Some(victim) = shard.map.keys().next().cloned() {
+                shard.map.remove(&victim);
             }
         }
-        shard.insert(token.token_id.clone(), (token.clone(), Instant::now()));
+        shard
+            .map
+            .insert(token.token_id.clone(), (token.clone(), Instant::now()));
     }
 
     pub fn forget(&self, id: &TokenId) {
         if self.per_shard > 0 {
-            self.shard(id).remove(id);
+            self.shard(id).0.map.remove(id);
         }
     }
 
@@ -106,7 +127,7 @@ impl TokenCache {
     pub fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
+            .map(|s| s.lock().map(|s| s.map.len()).unwrap_or(0))
             .sum()
     }
 
@@ -121,5 +142,90 @@ impl fmt::Debug for TokenCache {
             .field("entries", &self.len())
             .field("capacity", &(self.per_shard * self.shards.len()))
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ichido_otp::{Algorithm, Digits};
+
+    use super::*;
+    use crate::model::TokenKind;
+
+    fn token(state: TokenState) -> Token {
+        Token {
+            token_id: TokenId::random(),
+            contract_no: "c".into(),
+            user_id: "u".into(),
+            kind: TokenKind::Event,
+            state,
+            algorithm: Algorithm::Sha1,
+            digits: Digits::SIX,
+            period: 30,
+            counter: 0,
+            last_step: None,
+            time_offset: 0,
+            failures: 0,
+            sealed_secret: vec![1, 2, 3],
+            created_at: 0,
+            activated_at: None,
+            grace_until: None,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn only_active_tokens_are_held_and_forget_drops_them() {
+        let cache = TokenCache::new(8);
+        let active = token(TokenState::Active);
+        cache.put(&active);
+        assert_eq!(cache.get(&active.token_id).unwrap().counter, 0);
+        let mut locked = active.clone();
+        locked.state = TokenState::Locked;
+        cache.put(&locked);
+        assert!(
+            cache.get(&active.token_id).is_none(),
+            "a locked token is dropped"
+        );
+        cache.put(&active);
+        cache.forget(&active.token_id);
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn a_full_cache_admits_a_newcomer_on_its_second_sighting() {
+        let cache = TokenCache::new(2);
+        let old: Vec<Token> = (0..2).map(|_| token(TokenState::Active)).collect();
+        for t in &old {
+            cache.put(t);
+        }
+        let newcomer = token(TokenState::Active);
+        cache.put(&newcomer);
+        assert!(
+            cache.get(&newcomer.token_id).is_none(),
+            "kept on first sight"
+        );
+        assert!(old.iter().all(|t| cache.get(&t.token_id).is_some()));
+        cache.put(&newcomer);
+        assert!(
+            cache.get(&newcomer.token_id).is_some(),
+            "not kept on second sight"
+        );
+        assert_eq!(cache.len(), 2, "the capacity is a hard bound");
+        // An entry already held is updated in place, full or not.
+        let mut moved = newcomer.clone();
+        moved.counter = 5;
+        cache.put(&moved);
+        assert_eq!(cache.get(&newcomer.token_id).unwrap().counter, 5);
+    }
+
+    #[test]
+    fn a_capacity_of_zero_holds_nothing() {
+        let cache = TokenCache::new(0);
+        let t = token(TokenState::Active);
+        cache.put(&t);
+        cache.put(&t);
+        assert!(cache.get(&t.token_id).is_none());
+        assert!(cache.is_empty());
     }
 }
