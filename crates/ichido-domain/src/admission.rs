@@ -39,6 +39,13 @@ impl Doorkeeper {
         }
     }
 
+    /// Whether a token not held by a cache should be kept: always while
+    /// the cache `has_room`, else on its second sighting (see
+    /// [`Self::seen_before`]).
+    pub(crate) fn admits(&mut self, has_room: bool, hash: u64) -> bool {
+        has_room || self.seen_before(hash)
+    }
+
     /// Whether `hash` was seen since the bits were last cleared; it is
     /// marked as seen either way. `hash` should be a keyed hash of the
     /// token (the caches' own); its high half picks the bit, so that a

@@ -66,7 +66,8 @@ impl<V> Shard<V> {
     /// is room or when it replaces `id`'s stale entry, else on the token's
     /// second sighting (`hash` is the cache's hash of `id`).
     fn admits(&mut self, id: &TokenId, hash: u64) -> bool {
-        self.map.len() < self.capacity || self.map.contains_key(id) || self.door.seen_before(hash)
+        let has_room = self.map.len() < self.capacity || self.map.contains_key(id);
+        self.door.admits(has_room, hash)
     }
 
     /// Evicts until there is room for one more entry.

@@ -52,17 +52,18 @@ pub struct TokenCache {
 impl TokenCache {
     pub fn new(capacity: usize) -> Self {
         let shards = if capacity >= SHARDS * 16 { SHARDS } else { 1 };
+        let per_shard = capacity.div_ceil(shards);
         Self {
             shards: (0..shards)
                 .map(|_| {
                     Mutex::new(Shard {
                         map: HashMap::new(),
-                        door: Doorkeeper::new(capacity.div_ceil(shards)),
+                        door: Doorkeeper::new(per_shard),
                     })
                 })
                 .collect(),
             hasher: RandomState::new(),
-            per_shard: capacity.div_ceil(shards),
+            per_shard,
         }
     }
 
@@ -104,10 +105,11 @@ impl TokenCache {
             shard.map.remove(&token.token_id);
             return;
         }
-        if shard.map.len() >= self.per_shard && !shard.map.contains_key(&token.token_id) {
-            if !shard.door.seen_before(hash) {
-                return;
-            }
+        let has_room = shard.map.len() < self.per_shard || shard.map.contains_key(&token.token_id);
+        if !shard.door.admits(has_room, hash) {
+            return;
+        }
+        if !has_room {
             if let Some(victim) = shard.map.keys().next().cloned() {
                 shard.map.remove(&victim);
             }
