@@ -192,7 +192,25 @@ impl SqliteStore {
         let reads = reads::TokenReads::start(pool.clone(), opts.max_connections.max(1));
         let _filing = auditindex::start(filer.clone(), merger.clone(), filing);
         let checkpoints = {
+            // The checkpoints' connection thread runs below the writer's
+            // priority (see [`priority::CHECKPOINT_NICE`]).
             let pool = pool_options(1)
+                .after_connect(|_, _| {
+                    Box::pin(async {
+                        match priority::lower(
+                            priority::CHECKPOINT_THREAD,
+                            priority::CHECKPOINT_NICE,
+                        ) {
+                            Ok(threads) => {
+                                tracing::debug!(threads, "WAL checkpoints at a lower CPU priority");
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "the WAL checkpoints' CPU priority could not be lowered");
+                            }
+                        }
+                        Ok(())
+                    })
+                })
                 .connect_with(connect.thread_name(|_| priority::CHECKPOINT_THREAD.to_owned()))
                 .await
                 .map_err(|e| OpenError::Connect(e.to_string()))?;
@@ -1580,13 +1598,14 @@ mod file_tests {
     }
 
     /// The audit index merger's connection thread runs at the lowest
-    /// priority; the filer's and the checkpoints' keep the process's (see
-    /// `priority`).
+    /// priority, the checkpoints' below the process's, the filer's at the
+    /// process's (see `priority`).
     #[cfg(target_os = "linux")]
     #[tokio::test]
-    async fn the_merger_thread_runs_at_the_lowest_priority() {
+    async fn the_background_threads_run_at_their_priorities() {
         use super::priority::{
-            nice_in, nice_of, CHECKPOINT_THREAD, FILER_THREAD, MERGER_NICE, MERGER_THREAD,
+            nice_in, nice_of, CHECKPOINT_NICE, CHECKPOINT_THREAD, FILER_THREAD, MERGER_NICE,
+            MERGER_THREAD,
         };
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("ichido.db").display());
@@ -1599,10 +1618,13 @@ mod file_tests {
         assert!(!mergers.is_empty());
         assert!(mergers.iter().all(|&n| n == MERGER_NICE), "{mergers:?}");
         let process = nice_in(&std::fs::read_to_string("/proc/self/stat").unwrap()).unwrap();
-        for name in [FILER_THREAD, CHECKPOINT_THREAD] {
+        for (name, nice) in [
+            (FILER_THREAD, process),
+            (CHECKPOINT_THREAD, CHECKPOINT_NICE.max(process)),
+        ] {
             let threads = nice_of(name);
             assert!(!threads.is_empty(), "{name}");
-            assert!(threads.iter().all(|&n| n == process), "{name}: {threads:?}");
+            assert!(threads.iter().all(|&n| n == nice), "{name}: {threads:?}");
         }
         store.close().await;
     }

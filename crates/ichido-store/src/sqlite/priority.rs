@@ -12,7 +12,11 @@
 //! they fall behind, which costs look-ups more runs to seek and nothing
 //! else (see docs/decisions.md). Filing itself stays at the normal
 //! priority: it reads the store's file, and a starved read would hold back
-//! the checkpoints (see `auditindex::file_all`).
+//! the checkpoints (see `auditindex::file_all`). The WAL checkpoints run in
+//! between, at [`CHECKPOINT_NICE`]: with a million tokens in use they take
+//! 7–9% of a core, and at the normal priority each of their time slices
+//! was taken from the writer's; at the lowest they fell behind on a
+//! machine with no idle time, and the WAL grew (see `checkpoint`).
 //!
 //! SQLite's connections run on threads of their own (one per `sqlx`
 //! connection), so a connection's thread is given a name of its own
@@ -29,6 +33,13 @@ pub(super) const MERGER_THREAD: &str = "ichido-merger";
 pub(super) const CHECKPOINT_THREAD: &str = "ichido-ckpt";
 /// The merger's nice value: the lowest priority.
 pub(super) const MERGER_NICE: i32 = 19;
+/// The checkpoints' nice value: below the validations, not the lowest. A
+/// thread at nice 10 gets about a ninth of the share of one at nice 0 when
+/// they compete (at 19, about a seventieth): the checkpoints yield the
+/// CPU to the writer and the runtime, and still keep up on a machine left
+/// no idle time (at 19 they fell behind there: docs/performance.md,
+/// "Sixteenth machine").
+pub(super) const CHECKPOINT_NICE: i32 = 10;
 
 /// The thread IDs and `/proc` directories of this process's threads named
 /// `name`.
@@ -51,16 +62,21 @@ fn threads_named(name: &str) -> std::io::Result<Vec<(i32, std::path::PathBuf)>> 
     Ok(found)
 }
 
-/// Sets the nice value of every thread of this process named `name` to
-/// `nice`; returns how many there were.
+/// Lowers every thread of this process named `name` to the nice value
+/// `nice`, never raising one that already runs lower (a service started
+/// at nice 15 keeps 15 there: raising a priority is not ours to do, and
+/// needs a privilege); returns how many threads there were.
 #[cfg(target_os = "linux")]
 pub(super) fn lower(name: &str, nice: i32) -> std::io::Result<usize> {
     let mut lowered = 0;
     for (tid, _) in threads_named(name)? {
         if let Some(tid) = rustix::process::Pid::from_raw(tid) {
-            // On Linux a thread ID given as the process sets that thread's
-            // priority alone (setpriority(2), NOTES).
-            rustix::process::setpriority_process(Some(tid), nice)?;
+            // On Linux a thread ID given as the process gets or sets that
+            // thread's priority alone (setpriority(2), NOTES).
+            let now = rustix::process::getpriority_process(Some(tid))?;
+            if nice > now {
+                rustix::process::setpriority_process(Some(tid), nice)?;
+            }
             lowered += 1;
         }
     }
@@ -104,7 +120,8 @@ mod tests {
         nice_in(&std::fs::read_to_string("/proc/self/stat").unwrap()).unwrap()
     }
 
-    /// A thread found by its name gets the nice value, and no other does.
+    /// A thread found by its name gets the nice value, and no other does;
+    /// a thread already lower keeps its own.
     #[test]
     fn a_named_thread_is_lowered_and_no_other() {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
@@ -123,6 +140,9 @@ mod tests {
         assert_eq!(nice_of("ichido-test-lo"), vec![15]);
         assert_eq!(process_nice(), before);
         assert_eq!(lower("no-such-thread", 15).unwrap(), 0);
+        // A thread already lower keeps its priority: nothing is raised.
+        assert_eq!(lower("ichido-test-lo", 5).unwrap(), 1);
+        assert_eq!(nice_of("ichido-test-lo"), vec![15]);
         done_tx.send(()).unwrap();
         thread.join().unwrap();
     }
