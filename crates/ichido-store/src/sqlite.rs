@@ -197,17 +197,10 @@ impl SqliteStore {
             let pool = pool_options(1)
                 .after_connect(|_, _| {
                     Box::pin(async {
-                        match priority::lower(
+                        priority::lower_or_warn(
                             priority::CHECKPOINT_THREAD,
                             priority::CHECKPOINT_NICE,
-                        ) {
-                            Ok(threads) => {
-                                tracing::debug!(threads, "WAL checkpoints at a lower CPU priority");
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "the WAL checkpoints' CPU priority could not be lowered");
-                            }
-                        }
+                        );
                         Ok(())
                     })
                 })

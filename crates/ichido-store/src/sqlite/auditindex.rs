@@ -185,17 +185,10 @@ pub(super) fn attacher(
             if role == Role::Merger {
                 // This connection's thread (named by the pool's options)
                 // works at the lowest priority; a new connection's too.
-                match super::priority::lower(
+                super::priority::lower_or_warn(
                     super::priority::MERGER_THREAD,
                     super::priority::MERGER_NICE,
-                ) {
-                    Ok(threads) => {
-                        tracing::debug!(threads, "audit index merges at the lowest CPU priority");
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "the audit index merger's CPU priority could not be lowered");
-                    }
-                }
+                );
             }
             Ok(())
         })

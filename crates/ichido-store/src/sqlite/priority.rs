@@ -83,6 +83,18 @@ pub(super) fn lower(name: &str, nice: i32) -> std::io::Result<usize> {
     Ok(lowered)
 }
 
+/// [`lower`], for a connection's `after_connect` hook: how it went is
+/// logged (a priority that could not be lowered is a warning, not an
+/// error: the connection works as before).
+pub(super) fn lower_or_warn(name: &str, nice: i32) {
+    match lower(name, nice) {
+        Ok(threads) => tracing::debug!(thread = name, nice, threads, "CPU priority lowered"),
+        Err(e) => {
+            tracing::warn!(thread = name, nice, error = %e, "the CPU priority could not be lowered");
+        }
+    }
+}
+
 /// Sets the nice value of every thread of this process named `name`: not
 /// on this system.
 #[cfg(not(target_os = "linux"))]
