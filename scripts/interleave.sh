@@ -67,9 +67,10 @@ fi
 [ -x "$bin" ] || { echo "--bin: $bin is not an executable" >&2; exit 2; }
 
 work="$(mktemp -d)"
-pids=()
+server_pids=()
+bench_pids=()
 cleanup() {
-  for p in "${pids[@]}"; do
+  for p in "${bench_pids[@]}" "${server_pids[@]}"; do
     kill -CONT "$p" 2>/dev/null || true
     kill "$p" 2>/dev/null || true
     wait "$p" 2>/dev/null || true
@@ -86,18 +87,14 @@ stamp() { python3 -u -c 'import sys, time
 for line in sys.stdin:
     sys.stdout.write("%.3f %s" % (time.time(), line))
     sys.stdout.flush()'; }
-seen() { grep -q "$1" "$2" 2>/dev/null; }
 
 # The whole run: both warm-ups, the turns, and some slack.
 duration=$((2 * period * cycles + 2 * interval + 10))
-bench_pids=()
-server_pids=()
 for side in a b; do
   db="sqlite://$work/$side.db"
   key="$("$bin" operator create bench --database "$db" | head -n 1)"
   port="$(free_port)"
   "$bin" serve --database "$db" --listen "127.0.0.1:$port" "${server_args[@]}" >"$work/serve-$side.log" 2>&1 &
-  pids+=($!)
   server_pids+=($!)
   for _ in $(seq 1 100); do
     curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
@@ -109,12 +106,11 @@ for side in a b; do
     --duration "$duration" --interval "$interval" "${args[@]}" \
     >"$work/bench-$side.out" 2> >(stamp >"$work/bench-$side.err") &
   bench_pids+=($!)
-  pids+=($!)
   echo "side $side: $bin bench ${args[*]}" >&2
   # The next side starts once this one's tokens are in (an import of a
   # million takes a minute or two, and should have the machine).
   for _ in $(seq 1 36000); do
-    seen '^[0-9.]* warming up' "$work/bench-$side.err" && break
+    grep -q '^[0-9.]* warming up' "$work/bench-$side.err" 2>/dev/null && break
     kill -0 "${bench_pids[-1]}" 2>/dev/null || { cat "$work/bench-$side.err" >&2; exit 1; }
     sleep 0.1
   done
