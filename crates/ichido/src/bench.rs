@@ -652,7 +652,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<bool> {
     }
     let started = Instant::now();
     let cpu_at_start = CpuTimes::now();
-    let intervals = timeline(&args, started, &done).await;
+    let intervals = timeline(args.duration, args.interval, started, &done).await;
     let cpu = share(CpuTimes::now(), cpu_at_start);
     stop.store(true, Ordering::Relaxed);
     let mut total = WorkerResult::default();
@@ -835,22 +835,31 @@ struct Interval {
 
 /// Waits out the measured run (`--duration`), and with `--interval` reports
 /// each interval as it ends, on stderr, and returns them.
-async fn timeline(args: &BenchArgs, started: Instant, done: &AtomicU64) -> Vec<Interval> {
-    let end = started + Duration::from_secs(args.duration);
-    if args.interval == 0 {
+async fn timeline(
+    duration: u64,
+    interval: u64,
+    started: Instant,
+    done: &AtomicU64,
+) -> Vec<Interval> {
+    let end = started + Duration::from_secs(duration);
+    if interval == 0 {
         tokio::time::sleep_until(end.into()).await;
         return Vec::new();
     }
-    let step = Duration::from_secs(args.interval);
+    let step = Duration::from_secs(interval);
     let mut intervals = Vec::new();
     let (mut at, mut count, mut cpu) = (started, 0, CpuTimes::now());
     while at < end {
-        let next = (at + step).min(end);
-        tokio::time::sleep_until(next.into()).await;
+        tokio::time::sleep_until((at + step).min(end).into()).await;
+        // Each interval runs from where the last one was actually read to
+        // now: a bench woken late (a loaded machine, or frozen with
+        // SIGSTOP) reports the rate over the time that really passed, and
+        // the next interval is a whole step again.
+        let now = Instant::now();
         let (now_count, now_cpu) = (done.load(Ordering::Relaxed), CpuTimes::now());
-        let secs = next.duration_since(at).as_secs_f64().max(1e-9);
+        let secs = now.duration_since(at).as_secs_f64().max(1e-9);
         let interval = Interval {
-            end_secs: next.duration_since(started).as_secs_f64(),
+            end_secs: now.duration_since(started).as_secs_f64(),
             validations_per_sec: (now_count - count) as f64 / secs,
             cpu: share(now_cpu, cpu),
         };
@@ -862,7 +871,7 @@ async fn timeline(args: &BenchArgs, started: Instant, done: &AtomicU64) -> Vec<I
             interval.end_secs, interval.validations_per_sec
         );
         intervals.push(interval);
-        (at, count, cpu) = (next, now_count, now_cpu);
+        (at, count, cpu) = (now, now_count, now_cpu);
     }
     intervals
 }
@@ -880,6 +889,37 @@ mod tests {
             wrong_sent: 0,
             wrong_window: None,
         }
+    }
+
+    /// A bench woken late (here: its runtime's only thread blocked for
+    /// 1.5 s, as a frozen or starved bench would be) reports the interval's
+    /// rate over the time that really passed, not over the nominal second.
+    #[test]
+    fn a_late_interval_is_divided_by_the_time_that_passed() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let done = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let blocker = Arc::clone(&done);
+        let intervals = rt.block_on(async {
+            tokio::spawn(async move {
+                blocker.store(3_000, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(1_500));
+            });
+            timeline(3, 1, started, &done).await
+        });
+        let first = &intervals[0];
+        assert!(first.end_secs >= 1.5, "{}", first.end_secs);
+        // 3,000 validations over at least 1.5 s: at most 2,000/s (the
+        // nominal one-second interval would have said 3,000/s).
+        let rate = first.validations_per_sec;
+        assert!(rate > 0.0 && rate <= 2_000.0, "{rate}");
+        // The later intervals start where the one before was read, have
+        // nothing done in them, and the last ends at the run's end.
+        assert!(intervals[1..].iter().all(|i| i.validations_per_sec == 0.0));
+        assert!(intervals.last().unwrap().end_secs >= 3.0);
     }
 
     /// Two counters of one key, `gap` apart (1..=WRONG_SIDE), with the same
