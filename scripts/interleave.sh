@@ -9,7 +9,8 @@
 # and the ratio A/B; exits 1 on any correctness failure.
 #
 #   scripts/interleave.sh [--period S] [--cycles N] [--warmup S] [--interval S]
-#                         [--bin BIN] [--server-arg ARG]... -- A ARGS -- B ARGS
+#                         [--bin BIN] [--bin-b BIN] [--server-arg ARG]...
+#                         -- A ARGS -- B ARGS
 #
 #   --period S        seconds per turn (default 20)
 #   --cycles N        turns of each side (default 6)
@@ -18,13 +19,17 @@
 #   --interval S      the benches' reporting interval (default 5; a turn
 #                     should hold several)
 #   --bin BIN         an `ichido` to use instead of building this checkout
+#   --bin-b BIN       side B's `ichido`, to compare two builds (default:
+#                     the same as side A's)
 #   --server-arg ARG  one more argument for both servers (repeatable)
 #   A ARGS, B ARGS    `ichido bench` arguments of each side, e.g.
 #                     --tokens 1000000 and --tokens 1000 (64 connections,
 #                     the bench's default order and mode unless given)
 #
-# Example (the million-token goal of docs/performance.md):
+# Examples (the million-token goal of docs/performance.md; a change against
+# the build before it, a million tokens each):
 #   scripts/interleave.sh -- --tokens 1000000 -- --tokens 1000
+#   scripts/interleave.sh --bin-b /tmp/ichido-before -- --tokens 1000000 -- --tokens 1000000
 #
 # A frozen bench's requests in flight wait for its next turn, so the
 # latency figures of a bench's final JSON line mean nothing here; its
@@ -37,6 +42,7 @@ cycles=6
 warmup=30
 interval=5
 bin=""
+bin_b=""
 server_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -45,6 +51,7 @@ while [ $# -gt 0 ]; do
     --warmup) warmup="$2"; shift 2 ;;
     --interval) interval="$2"; shift 2 ;;
     --bin) bin="$2"; shift 2 ;;
+    --bin-b) bin_b="$2"; shift 2 ;;
     --server-arg=*) server_args+=("${1#--server-arg=}"); shift ;;
     --server-arg) server_args+=("$2"); shift 2 ;;
     --) shift; break ;;
@@ -65,6 +72,8 @@ if [ -z "$bin" ]; then
   bin="${CARGO_TARGET_DIR:-target}/release/ichido"
 fi
 [ -x "$bin" ] || { echo "--bin: $bin is not an executable" >&2; exit 2; }
+bin_b="${bin_b:-$bin}"
+[ -x "$bin_b" ] || { echo "--bin-b: $bin_b is not an executable" >&2; exit 2; }
 
 work="$(mktemp -d)"
 server_pids=()
@@ -88,42 +97,50 @@ for line in sys.stdin:
     sys.stdout.write("%.3f %s" % (time.time(), line))
     sys.stdout.flush()'; }
 
-# The whole run: both warm-ups, the turns, and some slack.
-duration=$((2 * period * cycles + 2 * interval + 10))
-for side in a b; do
+# Each bench's measured run: the warm-up of the side started second (the
+# first one's measured run may begin then, see below), the turns, and some
+# slack.
+duration=$((warmup + 2 * period * cycles + 2 * interval + 10))
+# Side b imports first and is frozen as soon as its tokens are in, while
+# side a imports (an import of a million takes a minute or two, and should
+# have the machine); then both warm up at once. A frozen bench's clock runs
+# on, so b's warm-up may end before a's: its measured run is long enough
+# for that.
+a="" b="" server_a="" server_b=""
+for side in b a; do
+  if [ "$side" = a ]; then exe="$bin"; args=("${a_args[@]}"); else exe="$bin_b"; args=("${b_args[@]}"); fi
   db="sqlite://$work/$side.db"
-  key="$("$bin" operator create bench --database "$db" | head -n 1)"
+  key="$("$exe" operator create bench --database "$db" | head -n 1)"
   port="$(free_port)"
-  "$bin" serve --database "$db" --listen "127.0.0.1:$port" "${server_args[@]}" >"$work/serve-$side.log" 2>&1 &
+  "$exe" serve --database "$db" --listen "127.0.0.1:$port" "${server_args[@]}" >"$work/serve-$side.log" 2>&1 &
   server_pids+=($!)
+  if [ "$side" = a ]; then server_a=$!; else server_b=$!; fi
   for _ in $(seq 1 100); do
     curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
     sleep 0.1
   done
   curl -fs "http://127.0.0.1:$port/healthz" >/dev/null || { cat "$work/serve-$side.log" >&2; exit 1; }
-  if [ "$side" = a ]; then args=("${a_args[@]}"); else args=("${b_args[@]}"); fi
-  "$bin" bench --url "http://127.0.0.1:$port" --key "$key" --json --warmup "$warmup" \
+  "$exe" bench --url "http://127.0.0.1:$port" --key "$key" --json --warmup "$warmup" \
     --duration "$duration" --interval "$interval" "${args[@]}" \
     >"$work/bench-$side.out" 2> >(stamp >"$work/bench-$side.err") &
   bench_pids+=($!)
-  echo "side $side: $bin bench ${args[*]}" >&2
-  # The next side starts once this one's tokens are in (an import of a
-  # million takes a minute or two, and should have the machine).
+  if [ "$side" = a ]; then a=$!; else b=$!; fi
+  echo "side $side: $exe bench ${args[*]}" >&2
   for _ in $(seq 1 36000); do
     grep -q '^[0-9.]* warming up' "$work/bench-$side.err" 2>/dev/null && break
     kill -0 "${bench_pids[-1]}" 2>/dev/null || { cat "$work/bench-$side.err" >&2; exit 1; }
     sleep 0.1
   done
+  if [ "$side" = b ]; then kill -STOP "$b"; fi
 done
+kill -CONT "$b"
 # Both warm-ups over, both measured runs begun.
 sleep "$((warmup + 1))"
-a="${bench_pids[0]}"
-b="${bench_pids[1]}"
 # A turn's line: whose turn, when it began, and the CPU ticks both
 # servers had used by then (a resting server's background work, such as
 # its checkpoints and its audit index, takes from the other's turn).
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-turn() { printf '%s %s %s %s\n' "$1" "$(date +%s.%N)" "$(ticks "${server_pids[0]}")" "$(ticks "${server_pids[1]}")" >>"$work/turns"; }
+turn() { printf '%s %s %s %s\n' "$1" "$(date +%s.%N)" "$(ticks "$server_a")" "$(ticks "$server_b")" >>"$work/turns"; }
 : >"$work/turns"
 for c in $(seq 1 "$cycles"); do
   kill -STOP "$b"; kill -CONT "$a"
