@@ -356,6 +356,16 @@ impl BenchToken {
         candidate
     }
 
+    /// Whether a replay probe may be sent for this token now. On the
+    /// failure path a probe is one more failure in a row: after the
+    /// token's last wrong code before its right one (`--reset-every` of
+    /// them, probes included) it would be one too many, and a server whose
+    /// lock threshold is one above `--reset-every` would lock the token
+    /// (every later answer `token_locked`, no longer the failure path).
+    fn has_room_for_a_probe(&self, mode: Mode, reset_every: u32) -> bool {
+        mode == Mode::Valid || self.wrong_sent < reset_every
+    }
+
     /// Whether `code` is also the code of a counter or step the server
     /// could still accept (the look-ahead from where the token stands, with
     /// room to spare). Six digits recur about once in a million codes, so
@@ -539,7 +549,10 @@ async fn worker(
             r.extra_requests += 1;
         }
         sent += 1;
-        if probe_every > 0 && sent.is_multiple_of(probe_every) {
+        if probe_every > 0
+            && sent.is_multiple_of(probe_every)
+            && t.has_room_for_a_probe(mode, args.reset_every)
+        {
             if let Some(code) = t.last_accepted.filter(|&c| {
                 let recurs = t.recurs_ahead(kind, &hmac, c);
                 r.probes_skipped += u64::from(recurs);
@@ -889,6 +902,21 @@ mod tests {
             wrong_sent: 0,
             wrong_window: None,
         }
+    }
+
+    /// On the failure path a token's failures in a row (wrong codes and
+    /// replay probes) stay at most `--reset-every`: no probe after its last
+    /// wrong code. On the success path a probe is always allowed.
+    #[test]
+    fn a_probe_never_makes_one_failure_too_many() {
+        let mut t = token([7; SECRET_LEN], 0);
+        for sent in 0..99 {
+            t.wrong_sent = sent;
+            assert!(t.has_room_for_a_probe(Mode::Wrong, 99), "{sent}");
+        }
+        t.wrong_sent = 99;
+        assert!(!t.has_room_for_a_probe(Mode::Wrong, 99));
+        assert!(t.has_room_for_a_probe(Mode::Valid, 99));
     }
 
     /// A bench woken late (here: its runtime's only thread blocked for
