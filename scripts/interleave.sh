@@ -106,7 +106,6 @@ duration=$((warmup + 2 * period * cycles + 2 * interval + 10))
 # have the machine); then both warm up at once. A frozen bench's clock runs
 # on, so b's warm-up may end before a's: its measured run is long enough
 # for that.
-a="" b="" server_a="" server_b=""
 for side in b a; do
   if [ "$side" = a ]; then exe="$bin"; args=("${a_args[@]}"); else exe="$bin_b"; args=("${b_args[@]}"); fi
   db="sqlite://$work/$side.db"
@@ -114,7 +113,6 @@ for side in b a; do
   port="$(free_port)"
   "$exe" serve --database "$db" --listen "127.0.0.1:$port" "${server_args[@]}" >"$work/serve-$side.log" 2>&1 &
   server_pids+=($!)
-  if [ "$side" = a ]; then server_a=$!; else server_b=$!; fi
   for _ in $(seq 1 100); do
     curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
     sleep 0.1
@@ -124,15 +122,17 @@ for side in b a; do
     --duration "$duration" --interval "$interval" "${args[@]}" \
     >"$work/bench-$side.out" 2> >(stamp >"$work/bench-$side.err") &
   bench_pids+=($!)
-  if [ "$side" = a ]; then a=$!; else b=$!; fi
   echo "side $side: $exe bench ${args[*]}" >&2
   for _ in $(seq 1 36000); do
     grep -q '^[0-9.]* warming up' "$work/bench-$side.err" 2>/dev/null && break
     kill -0 "${bench_pids[-1]}" 2>/dev/null || { cat "$work/bench-$side.err" >&2; exit 1; }
     sleep 0.1
   done
-  if [ "$side" = b ]; then kill -STOP "$b"; fi
+  if [ "$side" = b ]; then kill -STOP "${bench_pids[-1]}"; fi
 done
+# In the order started: b, then a.
+b="${bench_pids[0]}" a="${bench_pids[1]}"
+server_b="${server_pids[0]}" server_a="${server_pids[1]}"
 kill -CONT "$b"
 # Both warm-ups over, both measured runs begun.
 sleep "$((warmup + 1))"
