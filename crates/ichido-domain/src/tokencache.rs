@@ -12,7 +12,8 @@
 //!   a failure that the row would not count;
 //! - only active tokens are held; a validation that wins its write replaces
 //!   the entry with the row as written, any other outcome drops it, and
-//!   entries older than [`TTL`] are not used;
+//!   entries older than the cache's time to live (by default
+//!   [`DEFAULT_TTL`]) are not used;
 //! - it holds at most `capacity` entries (a full shard drops an arbitrary
 //!   one; once full, a token is admitted on its second sighting, not its
 //!   first: see [`crate::admission`]), no secret in the clear (a token's
@@ -29,8 +30,14 @@ use crate::admission::Doorkeeper;
 use crate::ids::TokenId;
 use crate::model::{Token, TokenState};
 
-/// How long an entry may be used after it was read or written.
-pub const TTL: Duration = Duration::from_secs(30);
+/// How long an entry may be used after it was read or written, unless
+/// [`TokenCache::with_ttl`] says otherwise. The entry is a hint (see the
+/// module's head), so its age bounds only how often a validation on a token
+/// that another instance or an operator moved on wastes a write that changes
+/// nothing; ten minutes keeps the entries of a million tokens in use at
+/// 20,000 validations/s (each token back about every 50 s), where 30 s lost
+/// every one of them (docs/performance.md, "Nineteenth machine").
+pub const DEFAULT_TTL: Duration = Duration::from_secs(600);
 
 /// Shards, so concurrent validations rarely wait on one lock.
 const SHARDS: usize = 16;
@@ -47,6 +54,8 @@ pub struct TokenCache {
     shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
     per_shard: usize,
+    capacity: usize,
+    ttl: Duration,
 }
 
 impl TokenCache {
@@ -64,7 +73,27 @@ impl TokenCache {
                 .collect(),
             hasher: RandomState::new(),
             per_shard,
+            capacity,
+            ttl: DEFAULT_TTL,
         }
+    }
+
+    /// The same cache with entries used for at most `ttl` after they were
+    /// read or written (0: never used).
+    #[must_use]
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// The most entries it holds, as asked of [`TokenCache::new`].
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// How long an entry is used after it was read or written.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     /// The shard of `id`, locked, and the hash of `id`.
@@ -85,7 +114,7 @@ impl TokenCache {
         }
         let (mut shard, _) = self.shard(id);
         match shard.map.get(id) {
-            Some((token, at)) if at.elapsed() < TTL => Some(token.clone()),
+            Some((token, at)) if at.elapsed() < self.ttl => Some(token.clone()),
             Some(_) => {
                 shard.map.remove(id);
                 None
@@ -142,7 +171,8 @@ impl fmt::Debug for TokenCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenCache")
             .field("entries", &self.len())
-            .field("capacity", &(self.per_shard * self.shards.len()))
+            .field("capacity", &self.capacity)
+            .field("ttl", &self.ttl)
             .finish()
     }
 }
@@ -219,6 +249,27 @@ mod tests {
         moved.counter = 5;
         cache.put(&moved);
         assert_eq!(cache.get(&newcomer.token_id).unwrap().counter, 5);
+    }
+
+    #[test]
+    fn an_entry_is_used_only_within_the_time_to_live() {
+        let t = token(TokenState::Active);
+        let fresh = TokenCache::new(8);
+        assert_eq!(fresh.ttl(), DEFAULT_TTL);
+        fresh.put(&t);
+        assert!(fresh.get(&t.token_id).is_some());
+
+        let stale = TokenCache::new(8).with_ttl(Duration::from_millis(30));
+        stale.put(&t);
+        assert!(stale.get(&t.token_id).is_some(), "used while fresh");
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(stale.get(&t.token_id).is_none(), "not used once older");
+        assert!(stale.is_empty(), "and dropped when found old");
+
+        let never = TokenCache::new(8).with_ttl(Duration::ZERO);
+        never.put(&t);
+        assert!(never.get(&t.token_id).is_none());
+        assert_eq!(never.capacity(), 8);
     }
 
     #[test]

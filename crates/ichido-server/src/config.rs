@@ -97,6 +97,9 @@ settings! {
     rate_limit_validate_per_address: u32 = "ICHIDO_RATE_LIMIT_VALIDATE_PER_ADDRESS",
     /// Tokens whose opened key is kept in memory (zeroized on eviction); 0 = off [default: 65536].
     key_cache_size: usize = "ICHIDO_KEY_CACHE_SIZE",
+    /// Seconds a validation may decide on a token's row as this instance last read or wrote
+    /// it, before reading it again; a hint only, the conditional write decides [default: 600].
+    token_cache_ttl_secs: u64 = "ICHIDO_TOKEN_CACHE_TTL_SECS",
     /// Web pages: mark cookies Secure always (set when a TLS proxy is in front) [default: false;
     /// cookies are Secure anyway when the proxy sends X-Forwarded-Proto: https].
     cookie_secure: bool = "ICHIDO_COOKIE_SECURE",
@@ -255,6 +258,9 @@ impl Settings {
             key_cache_size: self
                 .key_cache_size
                 .unwrap_or(ichido_domain::keycache::DEFAULT_KEY_CACHE_CAPACITY),
+            token_cache_ttl: self
+                .token_cache_ttl_secs
+                .map_or(ichido_domain::tokencache::DEFAULT_TTL, Duration::from_secs),
             cookie_secure: self.cookie_secure.unwrap_or(false),
         })
     }
@@ -285,6 +291,7 @@ pub struct ServerConfig {
     pub store: StoreOptions,
     pub rate: RateSettings,
     pub key_cache_size: usize,
+    pub token_cache_ttl: Duration,
     pub cookie_secure: bool,
 }
 
@@ -299,6 +306,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("store", &self.store)
             .field("rate", &self.rate)
             .field("key_cache_size", &self.key_cache_size)
+            .field("token_cache_ttl", &self.token_cache_ttl)
             .field("cookie_secure", &self.cookie_secure)
             .finish()
     }

@@ -99,7 +99,8 @@ pub async fn build(cfg: &ServerConfig) -> Result<Arc<Ichido>, ServeError> {
         cfg.password,
     )
     .map_err(|e| ServeError::Domain(e.to_string()))?
-    .with_key_cache(cfg.key_cache_size);
+    .with_key_cache(cfg.key_cache_size)
+    .with_token_cache_ttl(cfg.token_cache_ttl);
     ichido
         .check_master_key()
         .await

@@ -100,7 +100,15 @@ impl Ichido {
     #[must_use]
     pub fn with_key_cache(mut self, capacity: usize) -> Self {
         self.keys = Arc::new(KeyCache::new(capacity));
-        self.tokens = TokenCache::new(capacity);
+        self.tokens = TokenCache::new(capacity).with_ttl(self.tokens.ttl());
+        self
+    }
+
+    /// Decides a validation on a token's row as last read or written for at
+    /// most `ttl` (see [`TokenCache`]; a hint, never an authority).
+    #[must_use]
+    pub fn with_token_cache_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.tokens = TokenCache::new(self.tokens.capacity()).with_ttl(ttl);
         self
     }
 
