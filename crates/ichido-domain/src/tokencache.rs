@@ -34,9 +34,10 @@ use crate::model::{Token, TokenState};
 /// [`TokenCache::with_ttl`] says otherwise. The entry is a hint (see the
 /// module's head), so its age bounds only how often a validation on a token
 /// that another instance or an operator moved on wastes a write that changes
-/// nothing; ten minutes keeps the entries of a million tokens in use at
-/// 20,000 validations/s (each token back about every 50 s), where 30 s lost
-/// every one of them (docs/performance.md, "Nineteenth machine").
+/// nothing. Ten minutes keeps the entries of tokens that come back within
+/// minutes (a log-in, then an approval); it was 30 s, which measured the
+/// same with a million tokens in use (docs/performance.md, "Nineteenth
+/// machine": the gain there was the caches' size).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(600);
 
 /// Shards, so concurrent validations rarely wait on one lock.
