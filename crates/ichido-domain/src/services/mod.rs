@@ -108,7 +108,7 @@ impl Ichido {
     /// most `ttl` (see [`TokenCache`]; a hint, never an authority).
     #[must_use]
     pub fn with_token_cache_ttl(mut self, ttl: std::time::Duration) -> Self {
-        self.tokens = TokenCache::new(self.tokens.capacity()).with_ttl(ttl);
+        self.tokens = self.tokens.with_ttl(ttl);
         self
     }
 
