@@ -95,7 +95,9 @@ settings! {
     rate_limit_per_user: u32 = "ICHIDO_RATE_LIMIT_PER_USER",
     /// POST /validate: requests per second per client address; 0 = off [default: 0].
     rate_limit_validate_per_address: u32 = "ICHIDO_RATE_LIMIT_VALIDATE_PER_ADDRESS",
-    /// Tokens whose opened key is kept in memory (zeroized on eviction); 0 = off [default: 65536].
+    /// Tokens whose opened key (zeroized on eviction) and last-seen row are kept in memory;
+    /// set it to about the number of tokens in use, at about 1.2 KiB each; 0 = off
+    /// [default: 65536].
     key_cache_size: usize = "ICHIDO_KEY_CACHE_SIZE",
     /// Seconds a validation may decide on a token's row as this instance last read or wrote
     /// it, before reading it again; a hint only, the conditional write decides [default: 600].
